@@ -1,0 +1,101 @@
+"""The reward head: a frozen Phase I first layer and a Phase II output layer.
+
+For pooled LM features ``f`` (n, d) the head computes
+
+    x~ = relu(((f - mean) / scale) @ theta1)        (n, m)
+    r  = x~ @ theta2                                 (n,)
+
+``gates`` (d, P) are the Phase I gate vectors (kept so activation patterns on new data can be recomputed);
+``v`` and ``w`` are the optional convex-form Phase I weights. ``beta`` is the Phase II temperature: the head's
+preference probability for a pair is ``sigmoid(beta * (r_w - r_l))``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from coala_core.errors import DimensionMismatchError, NonFiniteError
+
+
+@dataclass(frozen=True)
+class RewardHead:
+    theta1: np.ndarray  # (d, m)
+    theta2: np.ndarray  # (m,)
+    mean: np.ndarray  # (d,)
+    scale: np.ndarray  # (d,)
+    gates: np.ndarray  # (d, P)
+    beta: float = 1.0
+    v: np.ndarray | None = None
+    w: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        d, m = self.theta1.shape if self.theta1.ndim == 2 else (-1, -1)
+        checks = {
+            "theta1": (self.theta1.ndim == 2, f"(d, m), got shape {self.theta1.shape}"),
+            "theta2": (self.theta2.shape == (m,), f"({m},), got {self.theta2.shape}"),
+            "mean": (self.mean.shape == (d,), f"({d},), got {self.mean.shape}"),
+            "scale": (self.scale.shape == (d,), f"({d},), got {self.scale.shape}"),
+            "gates": (self.gates.ndim == 2 and self.gates.shape[0] == d, f"({d}, P), got {self.gates.shape}"),
+        }
+        for name, (ok, msg) in checks.items():
+            if not ok:
+                raise DimensionMismatchError(f"RewardHead.{name}: expected shape {msg}")
+        for name in ("theta1", "theta2", "mean", "scale"):
+            if not np.all(np.isfinite(getattr(self, name))):
+                raise NonFiniteError(f"RewardHead.{name}: contains NaN or infinite values")
+
+    @property
+    def dim(self) -> int:
+        """d, the width of the LM features the head reads."""
+        return int(self.theta1.shape[0])
+
+    @property
+    def width(self) -> int:
+        """m, the number of hidden neurons."""
+        return int(self.theta1.shape[1])
+
+    def hidden(self, features: np.ndarray) -> np.ndarray:
+        """The frozen first layer ``relu(standardised(f) @ theta1)``: (n, d) -> (n, m) float64."""
+        f = np.asarray(features, dtype=np.float64)
+        if f.ndim != 2 or f.shape[1] != self.dim:
+            raise DimensionMismatchError(
+                f"features: expected shape (n, {self.dim}) for this head, got {tuple(f.shape)}"
+            )
+        return hidden_features(f, self.theta1, self.mean, self.scale)
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """Rewards ``r`` (n,) for pooled features (n, d)."""
+        return self.hidden(features) @ self.theta2
+
+    def with_theta2(self, theta2: np.ndarray, beta: float, **meta: Any) -> RewardHead:
+        return RewardHead(
+            theta1=self.theta1, theta2=np.asarray(theta2, dtype=np.float64), mean=self.mean,
+            scale=self.scale, gates=self.gates, beta=float(beta), v=self.v, w=self.w,
+            meta={**self.meta, **meta},
+        )
+
+
+def hidden_features(f: np.ndarray, theta1: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``relu(((f - mean) / scale) @ theta1)`` in float64: (n, d) -> (n, m)."""
+    Z = (np.asarray(f, dtype=np.float64) - mean) / scale
+    return np.maximum(Z @ np.asarray(theta1, dtype=np.float64), 0.0)
+
+
+def random_relu_head(dim: int, width: int, *, seed: int = 0, features: np.ndarray | None = None) -> RewardHead:
+    """A head with random Gaussian first layer (for tests and for developing Phase II without Phase I).
+
+    When ``features`` (n, d) are given their column mean and standard deviation are used.
+    """
+    rng = np.random.default_rng(seed)
+    if features is not None:
+        mean = features.mean(axis=0).astype(np.float64)
+        scale = features.std(axis=0).astype(np.float64)
+        scale[scale < 1e-12] = 1.0
+    else:
+        mean, scale = np.zeros(dim), np.ones(dim)
+    theta1 = rng.standard_normal((dim, width)) / np.sqrt(dim)
+    return RewardHead(theta1=theta1, theta2=np.zeros(width), mean=mean, scale=scale, gates=theta1.copy())
