@@ -1,11 +1,14 @@
 """The reward head: a frozen Phase I first layer and a Phase II output layer.
 
-For pooled LM features ``f`` (n, d) the head computes
+For pooled LM features ``f`` (n, d) the head computes z = (f - mean) / scale, with a trailing column of ones
+when ``bias`` (so z is (n, d') with d' = d + bias), and then
 
-    x~ = relu(((f - mean) / scale) @ theta1)        (n, m)
-    r  = x~ @ theta2                                 (n,)
+    relu program:   x~ = relu(z @ theta1)                                  (n, m)
+    gated program:  x~ = 1[z @ gates[:, pattern] >= 0] * (z @ theta1)      (n, m)
+    reward:         r  = x~ @ theta2                                       (n,)
 
-``gates`` (d, P) are the Phase I gate vectors (kept so activation patterns on new data can be recomputed);
+``gates`` (d', P) are the Phase I gate vectors (kept so activation patterns on new data can be recomputed),
+``pattern`` (m,) the gate index of each neuron;
 ``v`` and ``w`` are the optional convex-form Phase I weights. ``beta`` is the Phase II temperature: the head's
 preference probability for a pair is ``sigmoid(beta * (r_w - r_l))``.
 """
@@ -22,25 +25,36 @@ from coala_core.errors import DimensionMismatchError, NonFiniteError
 
 @dataclass(frozen=True)
 class RewardHead:
-    theta1: np.ndarray  # (d, m)
+    theta1: np.ndarray  # (d', m)
     theta2: np.ndarray  # (m,)
     mean: np.ndarray  # (d,)
     scale: np.ndarray  # (d,)
-    gates: np.ndarray  # (d, P)
+    gates: np.ndarray  # (d', P)
     beta: float = 1.0
+    program: str = "relu"
+    bias: bool = False
+    pattern: np.ndarray | None = None  # (m,) int64
     v: np.ndarray | None = None
     w: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        d, m = self.theta1.shape if self.theta1.ndim == 2 else (-1, -1)
+        dp, m = self.theta1.shape if self.theta1.ndim == 2 else (-1, -1)
+        d = dp - int(self.bias)
         checks = {
-            "theta1": (self.theta1.ndim == 2, f"(d, m), got shape {self.theta1.shape}"),
+            "theta1": (self.theta1.ndim == 2, f"(d', m), got shape {self.theta1.shape}"),
             "theta2": (self.theta2.shape == (m,), f"({m},), got {self.theta2.shape}"),
             "mean": (self.mean.shape == (d,), f"({d},), got {self.mean.shape}"),
             "scale": (self.scale.shape == (d,), f"({d},), got {self.scale.shape}"),
-            "gates": (self.gates.ndim == 2 and self.gates.shape[0] == d, f"({d}, P), got {self.gates.shape}"),
+            "gates": (self.gates.ndim == 2 and self.gates.shape[0] == dp, f"({dp}, P), got {self.gates.shape}"),
+            "program": (self.program in ("relu", "gated"), f"'relu' or 'gated', got {self.program!r}"),
         }
+        if self.program == "gated" or self.pattern is not None:
+            ok = (
+                self.pattern is not None and self.pattern.shape == (m,)
+                and bool(np.all((self.pattern >= 0) & (self.pattern < self.gates.shape[1])))
+            )
+            checks["pattern"] = (ok, f"({m},) gate indices in [0, {self.gates.shape[1]})")
         for name, (ok, msg) in checks.items():
             if not ok:
                 raise DimensionMismatchError(f"RewardHead.{name}: expected shape {msg}")
@@ -51,7 +65,7 @@ class RewardHead:
     @property
     def dim(self) -> int:
         """d, the width of the LM features the head reads."""
-        return int(self.theta1.shape[0])
+        return int(self.mean.shape[0])
 
     @property
     def width(self) -> int:
@@ -65,7 +79,8 @@ class RewardHead:
             raise DimensionMismatchError(
                 f"features: expected shape (n, {self.dim}) for this head, got {tuple(f.shape)}"
             )
-        return hidden_features(f, self.theta1, self.mean, self.scale)
+        return hidden_features(f, self.theta1, self.mean, self.scale, bias=self.bias, program=self.program,
+                               gates=self.gates, pattern=self.pattern)
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """Rewards ``r`` (n,) for pooled features (n, d)."""
@@ -74,15 +89,23 @@ class RewardHead:
     def with_theta2(self, theta2: np.ndarray, beta: float, **meta: Any) -> RewardHead:
         return RewardHead(
             theta1=self.theta1, theta2=np.asarray(theta2, dtype=np.float64), mean=self.mean,
-            scale=self.scale, gates=self.gates, beta=float(beta), v=self.v, w=self.w,
-            meta={**self.meta, **meta},
+            scale=self.scale, gates=self.gates, beta=float(beta), program=self.program, bias=self.bias,
+            pattern=self.pattern, v=self.v, w=self.w, meta={**self.meta, **meta},
         )
 
 
-def hidden_features(f: np.ndarray, theta1: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """``relu(((f - mean) / scale) @ theta1)`` in float64: (n, d) -> (n, m)."""
+def hidden_features(
+    f: np.ndarray, theta1: np.ndarray, mean: np.ndarray, scale: np.ndarray, *, bias: bool = False,
+    program: str = "relu", gates: np.ndarray | None = None, pattern: np.ndarray | None = None,
+) -> np.ndarray:
+    """The frozen first layer in float64 (see the module docstring): (n, d) -> (n, m)."""
     Z = (np.asarray(f, dtype=np.float64) - mean) / scale
-    return np.maximum(Z @ np.asarray(theta1, dtype=np.float64), 0.0)
+    if bias:
+        Z = np.concatenate([Z, np.ones((Z.shape[0], 1))], axis=1)
+    pre = Z @ np.asarray(theta1, dtype=np.float64)
+    if program == "gated":
+        return np.where(Z @ np.asarray(gates, dtype=np.float64)[:, pattern] >= 0, pre, 0.0)
+    return np.maximum(pre, 0.0)
 
 
 def random_relu_head(dim: int, width: int, *, seed: int = 0, features: np.ndarray | None = None) -> RewardHead:

@@ -1,0 +1,138 @@
+"""Trained reward heads on disk: a directory with ``head.safetensors`` and ``head.json``. Never pickle.
+
+``head.safetensors`` holds float64 tensors ``theta1`` (d', m), ``theta2`` (m,), ``gates`` (d', P), ``mean``
+(d,), ``scale`` (d,), optionally ``pattern`` (m,) int64 and the convex-form Phase I weights ``v``, ``w``.
+``head.json`` holds the format version, code version, dimensions, ``beta``, program and bias, the
+configuration that produced the head, the provenance of the features it was trained on, metrics and any
+extra sections (selection tables, histories). The directory is written atomically.
+
+:func:`load_head` validates the tensors against the dimensions recorded in ``head.json`` and, when asked,
+against the width and provenance of the features it is about to score: a head is never applied to features
+from another model, layer, pooling or truncation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from coala_core.errors import DimensionMismatchError, MissingInputError, ProvenanceMismatchError, StoreError
+from coala_core.phase2.head import RewardHead
+from storage.atomic import atomic_dir
+
+HEAD_FORMAT = 1
+CODE_VERSION = "coala-head/1"
+WEIGHTS = "head.safetensors"
+META = "head.json"
+#: provenance keys that name the dataset, not the feature extractor: they may differ between train and eval
+DATASET_KEYS = frozenset({"dataset_digest", "stage", "n_rows", "created_at"})
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+def save_head(
+    path: str | Path,
+    head: RewardHead,
+    *,
+    config: Mapping[str, Any] | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``head`` to the directory ``path`` (replaced as a whole if it exists)."""
+    tensors = {
+        "theta1": head.theta1, "theta2": head.theta2, "gates": head.gates, "mean": head.mean, "scale": head.scale,
+    }
+    if head.pattern is not None:
+        tensors["pattern"] = np.asarray(head.pattern, dtype=np.int64)
+    for name in ("v", "w"):
+        if getattr(head, name) is not None:
+            tensors[name] = getattr(head, name)
+    tensors = {k: np.ascontiguousarray(v, dtype=np.int64 if k == "pattern" else np.float64) for k, v in tensors.items()}
+    meta = {
+        "format": HEAD_FORMAT,
+        "code_version": CODE_VERSION,
+        "dim": head.dim,
+        "width": head.width,
+        "n_gates": int(head.gates.shape[1]),
+        "beta": head.beta,
+        "program": head.program,
+        "bias": head.bias,
+        "config": dict(config or {}),
+        "feature_provenance": dict(provenance or {}),
+        "metrics": dict(metrics or {}),
+        **dict(extra or {}),
+    }
+    with atomic_dir(path) as tmp:
+        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": str(HEAD_FORMAT), "code_version": CODE_VERSION})
+        (tmp / META).write_text(json.dumps(_jsonable(meta), indent=2, sort_keys=True), encoding="utf-8")
+    return Path(path)
+
+
+def read_head_meta(path: str | Path) -> dict[str, Any]:
+    meta_path = Path(path) / META
+    if not meta_path.is_file():
+        raise MissingInputError(f"head not found: {meta_path} does not exist")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise StoreError(f"{meta_path}: not valid JSON: {err}") from None
+    if meta.get("format") != HEAD_FORMAT:
+        raise StoreError(f"{meta_path}: head format {meta.get('format')!r}, expected {HEAD_FORMAT}")
+    return meta
+
+
+def check_provenance(head_provenance: Mapping[str, Any], features_provenance: Mapping[str, Any], where: str) -> None:
+    """Raise ProvenanceMismatchError when the features were made differently from the head's training features
+    (every recorded key except the dataset's own: model, revision, layer, pooling, max tokens, dtype, ...)."""
+    diffs = [
+        f"{k}: head trained on {head_provenance[k]!r}, features have {features_provenance.get(k)!r}"
+        for k in sorted(head_provenance)
+        if k not in DATASET_KEYS and _jsonable(features_provenance.get(k)) != _jsonable(head_provenance[k])
+    ]
+    if diffs:
+        raise ProvenanceMismatchError(f"{where}: features do not match the head:\n  " + "\n  ".join(diffs))
+
+
+def load_head(
+    path: str | Path,
+    *,
+    expected_dim: int | None = None,
+    expected_provenance: Mapping[str, Any] | None = None,
+) -> RewardHead:
+    """Read and validate a head directory; ``meta`` of the returned head is the parsed ``head.json``."""
+    meta = read_head_meta(path)
+    weights = Path(path) / WEIGHTS
+    if not weights.is_file():
+        raise MissingInputError(f"head weights not found: {weights}")
+    try:
+        t = load_file(str(weights))
+    except (SafetensorError, OSError) as err:
+        raise StoreError(f"{weights}: cannot read safetensors: {err}") from None
+    missing = sorted({"theta1", "theta2", "gates", "mean", "scale"} - set(t))
+    if missing:
+        raise StoreError(f"{weights}: missing tensors {missing}")
+    head = RewardHead(
+        theta1=t["theta1"], theta2=t["theta2"], mean=t["mean"], scale=t["scale"], gates=t["gates"],
+        beta=float(meta.get("beta", 1.0)), program=str(meta.get("program", "relu")),
+        bias=bool(meta.get("bias", False)), pattern=t.get("pattern"), v=t.get("v"), w=t.get("w"), meta=meta,
+    )
+    recorded = {"dim": head.dim, "width": head.width, "n_gates": int(head.gates.shape[1])}
+    for key, actual in recorded.items():
+        if meta.get(key) != actual:
+            raise DimensionMismatchError(f"{path}: head.json says {key} = {meta.get(key)}, tensors give {actual}")
+    if expected_dim is not None and expected_dim != head.dim:
+        raise DimensionMismatchError(
+            f"{path}: head reads features of width {head.dim}, the features given have width {expected_dim}"
+        )
+    if expected_provenance is not None:
+        check_provenance(meta.get("feature_provenance", {}), expected_provenance, str(path))
+    return head
