@@ -1,8 +1,75 @@
-"""`coala features` commands (being built)."""
+"""`coala features extract`: pooled hidden-state features of a pairs file into a chunked Zarr store."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from coala_cli._common import not_built
+from coala_cli._common import fail, handle_errors
+from coala_core.features import ExtractionConfig, FeatureExtractor, extract_features, feature_store_key, load_model, parse_shard
 
 app = typer.Typer(no_args_is_help=True)
-app.command("extract", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(not_built("features extract", "issue #4"))
+
+
+@app.command("extract")
+@handle_errors
+def extract(
+    pairs: Annotated[Path, typer.Option("--pairs", help="canonical pairs Parquet file")],
+    model: Annotated[str | None, typer.Option("--model", help="hub id, local dir, .gguf file or 'default' (bundled SmolLM2)")] = None,
+    output: Annotated[str | None, typer.Option("--output", help="feature store URI (path, file://, memory://, s3://...)")] = None,
+    store_root: Annotated[str | None, typer.Option("--store-root", help="instead of --output: store at ROOT/<key>.zarr, key from data+model+config")] = None,
+    pooling: Annotated[str | None, typer.Option("--pooling", help="mean | last | attention")] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="tokens per text; the prompt is cut from the left")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="auto | float32 | bfloat16 | float16 (GPU)")] = None,
+    layer: Annotated[int | None, typer.Option("--layer", help="hidden_states index; -1 = last")] = None,
+    shard: Annotated[str | None, typer.Option("--shard", help="I/N: extract only shard I of N chunk ranges")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda")] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="default | paper")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML file; its 'features' section")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
+) -> None:
+    """Extract f(prompt + chosen) and f(prompt + rejected) for every pair; resumes an interrupted store."""
+    from storage import FeatureStore, read_digest, read_pairs
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    overrides = dict(model=model, pooling=pooling, max_tokens=max_tokens, batch_size=batch_size, dtype=dtype, layer=layer, device=device)
+    base = ExtractionConfig.preset(preset).to_dict() if preset else {}
+    if config is not None:
+        cfg = ExtractionConfig.from_yaml(config, section="features", **{**{k: v for k, v in base.items() if k not in _yaml_keys(config)}, **overrides})
+    else:
+        cfg = ExtractionConfig.build(base, **overrides)
+    if (output is None) == (store_root is None):
+        raise fail("give exactly one of --output STORE_URI or --store-root DIR")
+    shard_ix = parse_shard(shard)
+    table = read_pairs(pairs)
+    digest = read_digest(pairs)
+    if digest is None:
+        raise fail(f"{pairs}: no coala.digest in the Parquet metadata; write it with storage.write_pairs")
+    extractor = FeatureExtractor(load_model(cfg), cfg)
+    if output is None:
+        key = feature_store_key(digest, extractor.loaded.model_id, extractor.loaded.revision, cfg, extractor.loaded.dtype_name)
+        output = f"{str(store_root).rstrip('/')}/{key}.zarr"
+    store = FeatureStore.open_or_create(
+        output,
+        n_rows=table.num_rows,
+        dim=extractor.loaded.hidden_size,
+        dtype=cfg.store_dtype,
+        chunk_rows=cfg.chunk_rows,
+        provenance=extractor.provenance(digest),
+    )
+    stats = extract_features(table, store, cfg, extractor=extractor, shard=shard_ix, show_progress=not quiet)
+    typer.echo(stats.summary(), err=True)
+    typer.echo(json.dumps({"store": output, "complete": store.is_complete, "completed_rows": store.completed_rows, **stats.to_dict()}))
+
+
+def _yaml_keys(path: Path) -> set[str]:
+    """Keys the YAML's features section sets (they win over the preset; flags win over both)."""
+    from coala_core.config import load_yaml
+
+    section = load_yaml(path).get("features") or {}
+    return set(section) if isinstance(section, dict) else set()

@@ -1,0 +1,38 @@
+"""Feature extraction from a frozen causal LM: one pooled d-vector per (prompt, response) text.
+
+Public vocabulary: :class:`ExtractionConfig` (presets ``default``, ``paper``), :func:`load_model`,
+:class:`FeatureExtractor`, :func:`extract_features` -> :class:`ExtractionStats`, :func:`feature_store_key`.
+"""
+
+from coala_core.features.config import CODE_VERSION, PRESETS, ExtractionConfig, extraction_provenance, feature_store_key
+from coala_core.features.extract import (
+    ExtractionStats,
+    FeatureExtractor,
+    ProgressEvent,
+    extract_features,
+    parse_shard,
+)
+from coala_core.features.model import LoadedModel, cache_dir, load_model
+from coala_core.features.pooling import POOLERS, attention_vector, pool
+from coala_core.features.text import EncodedText, TextEncoder
+
+__all__ = [
+    "CODE_VERSION",
+    "POOLERS",
+    "PRESETS",
+    "EncodedText",
+    "ExtractionConfig",
+    "ExtractionStats",
+    "FeatureExtractor",
+    "LoadedModel",
+    "ProgressEvent",
+    "TextEncoder",
+    "attention_vector",
+    "cache_dir",
+    "extract_features",
+    "extraction_provenance",
+    "feature_store_key",
+    "load_model",
+    "parse_shard",
+    "pool",
+]

@@ -1,0 +1,73 @@
+"""Length bucketing and batch-size back-off on out-of-memory.
+
+Padding to the longest text of a batch costs B * max_len token computations for sum(len) useful ones; the
+*padding efficiency* is their ratio. Sorting a window of texts by length before cutting it into batches
+(bucketing) puts texts of similar length together. Longest batches go first, so an out-of-memory error, if
+any, happens at the start of a chunk and the smaller batch size then holds for the rest of the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+_OOM_MESSAGES = ("out of memory", "can't allocate memory", "not enough memory")
+
+
+def batch_order(lengths: Sequence[int], bucketing: bool) -> np.ndarray:
+    """The order in which texts are batched: longest first when bucketing, else the input order."""
+    n = len(lengths)
+    if not bucketing:
+        return np.arange(n)
+    return np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+
+
+def computed_tokens(lengths: Sequence[int], batch_size: int, bucketing: bool) -> int:
+    """Token positions a forward pass computes (B * max_len summed over batches) for this batching."""
+    L = np.asarray(lengths, dtype=np.int64)[batch_order(lengths, bucketing)]
+    return int(sum(len(b) * int(b.max()) for b in np.array_split(L, range(batch_size, len(L), batch_size)) if len(b)))
+
+
+def is_oom(err: BaseException) -> bool:
+    if isinstance(err, torch.OutOfMemoryError):
+        return True
+    return isinstance(err, RuntimeError) and any(m in str(err).lower() for m in _OOM_MESSAGES)
+
+
+@dataclass
+class BackoffRunner:
+    """Runs ``forward`` over sequences ``batch_size`` at a time, halving the batch size on out-of-memory.
+
+    ``forward`` maps a list of token-id lists to a (len(list), d) tensor. The reduced batch size persists
+    across calls. A batch of one that still runs out of memory re-raises the error.
+    """
+
+    forward: Callable[[list[list[int]]], torch.Tensor]
+    batch_size: int
+    oom_backoffs: int = 0
+    useful_tokens: int = 0
+    computed_tokens: int = 0
+
+    def run(self, seqs: list[list[int]]) -> torch.Tensor:
+        outputs: list[torch.Tensor] = []
+        i = 0
+        while i < len(seqs):
+            batch = seqs[i : i + self.batch_size]
+            try:
+                out = self.forward(batch)
+            except (torch.OutOfMemoryError, RuntimeError) as err:
+                if not is_oom(err) or self.batch_size == 1:
+                    raise
+                self.batch_size = max(1, self.batch_size // 2)
+                self.oom_backoffs += 1
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            outputs.append(out)
+            self.useful_tokens += sum(len(s) for s in batch)
+            self.computed_tokens += len(batch) * max(len(s) for s in batch)
+            i += len(batch)
+        return torch.cat(outputs) if outputs else torch.empty(0)
