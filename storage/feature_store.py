@@ -234,6 +234,28 @@ class FeatureStore:
     def pair_ids(self) -> np.ndarray:
         return np.asarray(self._pair_id[:])
 
+    # ---- small per-store constants (e.g. the seeded attention-pooling vector) ---------------------
+    def write_extra(self, name: str, array: np.ndarray) -> None:
+        """Save a small constant array as ``extra_<name>`` once; if it exists it must be identical."""
+        arr = np.ascontiguousarray(array)
+        existing = self.read_extra(name)
+        if existing is None:
+            try:
+                self._group.create_array(f"extra_{name}", shape=arr.shape, dtype=arr.dtype, fill_value=0)
+            except zarr.errors.ContainsArrayError:
+                pass  # another shard created it concurrently; the value check below still applies
+            self._group[f"extra_{name}"][...] = arr
+            existing = self.read_extra(name)
+        if existing is None or existing.shape != arr.shape or not np.array_equal(existing, arr):
+            raise ProvenanceMismatchError(f"{self.uri}: stored extra array {name!r} differs from the one given")
+
+    def read_extra(self, name: str) -> np.ndarray | None:
+        """The array saved by :meth:`write_extra`, or None."""
+        try:
+            return np.asarray(self._group[f"extra_{name}"][...])
+        except KeyError:
+            return None
+
     def verify(self) -> dict[str, Any]:
         """Check completeness, shapes, pair ids and finiteness; raise StoreError on the first fault."""
         if not self.is_complete:
