@@ -1,0 +1,182 @@
+"""ADMM for the cone-constrained convex ReLU program (method.md section 4), with an explicit state.
+
+Splitting: u = z (group lasso on z) and alpha * G u = s >= 0, scaled duals lam (like u) and nu (like s):
+  1. u-step: (I + F'F/(n rho) + alpha^2 G'G) u = F'y/(n rho) + z - lam + alpha G'(s - nu)
+  2. z-step: z = group soft-threshold of u + lam at beta / rho
+  3. s-step: s = max(0, alpha G u + nu);  4. duals: lam += u - z;  nu += alpha G u - s
+(method.md calls z "v"; here v, w name the neuron blocks of u (2, P, d).) alpha = ``constraint_scale``
+(default 1/sqrt(n)) rescales the cone rows, which leaves the feasible set unchanged. Steps 3-4, the
+objective at z and alpha G'(s - nu) for the next u-step come from ONE streamed pass over X. Stopping: Boyd
+et al. (2011, section 3.3) primal/dual residuals with absolute and relative tolerances; residual balancing
+of rho (cached factor per rho). ``admm_step`` maps state to state; ``run_admm`` owns stopping and checkpoints.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from coala_core.phase1.data import PreparedRows
+from coala_core.phase1.programs import group_norm_sum, group_soft_threshold
+
+
+@dataclass
+class ADMMState:
+    """Everything ADMM carries between iterations: u, z, lam (2, P, d) float64; s, nu (n, 2P) compute dtype;
+    ``GtSnu`` = alpha G'(s - nu) (2, P, d); ``rho``; iteration ``k``; ergodic sum of z."""
+
+    u: Any
+    z: Any
+    lam: Any
+    s: Any
+    nu: Any
+    GtSnu: Any
+    rho: float
+    k: int = 0
+    z_sum: Any = None
+    n_avg: int = 0
+
+
+@dataclass
+class StepInfo:
+    """Diagnostics of one iteration (at the z iterate): objective (scaled), residuals, tolerances."""
+
+    objective: float
+    loss: float
+    r_primal: float
+    r_dual: float
+    eps_primal: float
+    eps_dual: float
+    cone_violation: float
+    accuracy: float
+    rho: float
+    pred: Any = None
+
+
+def init_state(rows: PreparedRows, rho: float) -> ADMMState:
+    xp, P, d = rows.xp, rows.P, rows.d
+    zeros = xp.zeros((2, P, d), dtype=xp.float64)
+    s = xp.zeros((rows.n, 2 * P), dtype=rows.dtype)
+    return ADMMState(zeros, zeros.copy(), zeros.copy(), s, s.copy(), zeros.copy(), float(rho), 0,
+                     zeros.copy(), 0)
+
+
+@dataclass
+class ADMMProblem:
+    """Fixed data of one ADMM solve: prepared rows, u-step solver, beta, alpha, tolerances."""
+
+    rows: PreparedRows
+    ustep: Any  # object with solve(b, rho, u0) and rhs_loss(rho)
+    beta: float
+    alpha: float
+    eps_abs: float
+    eps_rel: float
+    adaptive_rho: bool = True
+    rho_mu: float = 10.0
+    rho_tau: float = 2.0
+    rho_adapt_until: int = 200
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _pass(prob: ADMMProblem, st: ADMMState, u: Any, z: Any) -> tuple[Any, Any, Any, dict[str, float], Any]:
+    """The one streamed pass: new s, nu; alpha G'(s-nu), alpha G'(s - s_old), alpha G'nu; norms; pred at z."""
+    rows, xp, a = prob.rows, prob.rows.xp, prob.alpha
+    P, dt = rows.P, rows.dtype
+    UZ = xp.concatenate([u[0], u[1], z[0], z[1]], axis=0).T.astype(dt)  # (d, 4P)
+    acc = xp.zeros((rows.d, 6 * P), dtype=xp.float64)
+    s_new, nu_new = xp.empty_like(st.s), xp.empty_like(st.nu)
+    sums = {"Gu": 0.0, "s": 0.0, "res": 0.0, "sq": 0.0, "viol": 0.0}
+    preds = []
+    for start, stop, Xb in rows.blocks():
+        Eb = rows.E[start:stop]
+        E2 = xp.concatenate([Eb, Eb], axis=1)
+        Q = Xb @ UZ
+        Gu = a * (E2 * Q[:, :2 * P])
+        s_old = st.s[start:stop]
+        sb = xp.maximum(Gu + st.nu[start:stop], 0)
+        nb = st.nu[start:stop] + Gu - sb
+        s_new[start:stop], nu_new[start:stop] = sb, nb
+        W = xp.concatenate([E2 * (sb - nb), E2 * (sb - s_old), E2 * nb], axis=1)
+        acc += (Xb.T @ W).astype(xp.float64)
+        Gu64, sb64 = Gu.astype(xp.float64), sb.astype(xp.float64)
+        sums["Gu"] += float((Gu64 * Gu64).sum())
+        sums["s"] += float((sb64 * sb64).sum())
+        sums["res"] += float(((Gu64 - sb64) ** 2).sum())
+        Qz = Q[:, 2 * P:].astype(xp.float64)
+        Db = (Eb > 0).astype(xp.float64)
+        pred = (Db * (Qz[:, :P] - Qz[:, P:])).sum(axis=1)
+        preds.append(pred)
+        r = pred - rows.y[start:stop].astype(xp.float64)
+        sums["sq"] += float(r @ r)
+        neg = xp.minimum(0.0, E2.astype(xp.float64) * Qz)
+        sums["viol"] += float((neg * neg).sum())
+    blocks = [a * acc[:, j * P:(j + 1) * P].T for j in range(6)]
+    two = [xp.stack([blocks[2 * j], blocks[2 * j + 1]]) for j in range(3)]
+    return s_new, nu_new, two, sums, xp.concatenate(preds)
+
+
+def admm_step(prob: ADMMProblem, st: ADMMState) -> tuple[ADMMState, StepInfo]:
+    """One ADMM iteration (u, z, s, duals) and its diagnostics; returns a new state."""
+    rows, xp = prob.rows, prob.rows.xp
+    rho = st.rho
+    b = prob.ustep.rhs_loss(rho) + st.z - st.lam + st.GtSnu
+    u = prob.ustep.solve(b, rho, st.u)
+    z = group_soft_threshold(u + st.lam, prob.beta / rho)
+    lam = st.lam + u - z
+    s, nu, (GtSnu, GtDs, Gtnu), sums, pred = _pass(prob, st, u, z)
+    n_u = u.size
+    r_pri = float(np.sqrt(float(xp.sum((u - z) ** 2)) + sums["res"]))
+    r_dual = rho * float(xp.linalg.norm((z - st.z) + GtDs))
+    Ax = np.sqrt(float(xp.sum(u * u)) + sums["Gu"])
+    Bz = np.sqrt(float(xp.sum(z * z)) + sums["s"])
+    eps_pri = np.sqrt(n_u + s.size) * prob.eps_abs + prob.eps_rel * max(Ax, Bz)
+    eps_dual = np.sqrt(n_u) * prob.eps_abs + prob.eps_rel * rho * float(xp.linalg.norm(lam + Gtnu))
+    loss = sums["sq"] / (2.0 * rows.n)
+    obj = loss + prob.beta * (group_norm_sum(z[0]) + group_norm_sum(z[1]))
+    info = StepInfo(obj, loss, r_pri, r_dual, float(eps_pri), float(eps_dual),
+                    float(np.sqrt(sums["viol"] / rows.n)), rows.accuracy(pred), rho, pred)
+    new = ADMMState(u, z, lam, s, nu, GtSnu, rho, st.k + 1, st.z_sum + z, st.n_avg + 1)
+    if prob.adaptive_rho and new.k <= prob.rho_adapt_until:
+        new = _balance_rho(prob, new, r_pri, r_dual, Gtnu)
+    return new, info
+
+
+def _balance_rho(prob: ADMMProblem, st: ADMMState, r_pri: float, r_dual: float, Gtnu: Any) -> ADMMState:
+    """Residual balancing (Boyd et al. 2011, 3.4.1): rescale rho and the scaled duals lam, nu."""
+    if r_pri > prob.rho_mu * r_dual:
+        f = prob.rho_tau
+    elif r_dual > prob.rho_mu * r_pri:
+        f = 1.0 / prob.rho_tau
+    else:
+        return st
+    # scaled duals are y / rho: divide by f; alpha G'(s - nu) = alpha G's - alpha G'nu with G'nu scaled too
+    GtSnu = st.GtSnu + Gtnu - Gtnu / f
+    return replace(st, rho=st.rho * f, lam=st.lam / f, nu=st.nu / f, GtSnu=GtSnu)
+
+
+def run_admm(prob: ADMMProblem, st: ADMMState, max_iter: int, *, fixed_iters: bool = False,
+             history: dict[str, list[float]] | None = None,
+             on_iteration: Callable[[ADMMState, StepInfo], None] | None = None
+             ) -> tuple[ADMMState, StepInfo | None, bool, dict[str, list[float]]]:
+    """Iterate ``admm_step`` until the Boyd criterion holds (unless ``fixed_iters``) or ``max_iter`` total
+    iterations; ``on_iteration`` is called after each step (validation, checkpoints)."""
+    hist = history if history is not None else {}
+    t0 = time.perf_counter() - (hist["seconds"][-1] if hist.get("seconds") else 0.0)
+    converged, info = False, None
+    while st.k < max_iter:
+        st, info = admm_step(prob, st)
+        for key, val in (("objective", info.objective), ("r_primal", info.r_primal), ("r_dual", info.r_dual),
+                         ("eps_primal", info.eps_primal), ("eps_dual", info.eps_dual),
+                         ("cone_violation", info.cone_violation), ("train_accuracy", info.accuracy),
+                         ("rho", info.rho), ("seconds", time.perf_counter() - t0)):
+            hist.setdefault(key, []).append(float(val))
+        if on_iteration is not None:
+            on_iteration(st, info)
+        if not fixed_iters and info.r_primal <= info.eps_primal and info.r_dual <= info.eps_dual:
+            converged = True
+            break
+    return st, info, converged, hist

@@ -1,0 +1,122 @@
+"""Configuration of Phase I: the convex two-layer ReLU program and its solvers.
+
+One frozen pydantic model, :class:`Phase1Config`, validated at the edge. Objective conventions
+(method.md section 4): with ``loss="mean"`` (default) the squared loss is scaled by 1/n,
+
+    (1/(2n)) || sum_i D_i X (v_i - w_i) - y ||^2 + beta * sum_i (||v_i||_2 + ||w_i||_2),
+
+so ``beta`` keeps its meaning when n changes; ``loss="sum"`` is the paper's unscaled loss. Both objectives
+are always reported. ``preset="paper"`` gives the authors' defaults (method.md section 9).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Self
+
+from pydantic import Field, model_validator
+
+from coala_core.config import StageConfig
+
+#: The authors' defaults (method.md section 9): 6 ADMM iterations of a Nystrom-PCG u-step, unscaled loss.
+PAPER_PRESET: dict[str, Any] = {
+    "n_patterns": 10,
+    "beta": 1e-3,
+    "rho": 1e-4,
+    "loss": "sum",
+    "solver": "cronos",
+    "program": "relu",
+    "standardize": False,
+    "bias": False,
+    "constraint_scale": 1.0,
+    "nystrom_rank": 20,
+    "cg_max_iter": 32,
+    "cg_tol": 1e-6,
+    "max_iter": 6,
+    "adaptive_rho": False,
+    "drop_degenerate": False,
+    "iterate": "last",
+}
+
+
+class Phase1Config(StageConfig):
+    """Phase I solver configuration.
+
+    Fields follow method.md: ``n_patterns`` is P (2P neurons), ``beta`` the group-lasso weight, ``rho`` the
+    ADMM penalty. ``solver="admm"`` is the exact structured u-step, ``"cronos"`` the authors' Nystrom-PCG
+    u-step run for a fixed ``max_iter`` iterations.
+    """
+
+    preset: Literal["default", "paper"] = "default"
+    # the program
+    program: Literal["relu", "gated"] = "relu"
+    n_patterns: int = Field(10, ge=1, le=4096)
+    beta: float = Field(1e-3, gt=0.0)
+    loss: Literal["mean", "sum"] = "mean"
+    seed: int = Field(0, ge=0)
+    standardize: bool = True
+    bias: bool = False
+    drop_degenerate: bool = True
+    min_pattern_share: float = Field(0.02, ge=0.0, lt=0.5)
+    max_resample_rounds: int = Field(20, ge=0)
+    # the solver
+    solver: Literal["admm", "cronos"] = "admm"
+    rho: float = Field(1.0, gt=0.0)
+    constraint_scale: float | None = Field(None, gt=0.0)
+    adaptive_rho: bool = True
+    rho_mu: float = Field(10.0, gt=1.0)
+    rho_tau: float = Field(2.0, gt=1.0)
+    rho_adapt_until: int = Field(200, ge=0)
+    max_iter: int = Field(2000, ge=1)
+    tol: float = Field(1e-4, gt=0.0)
+    abs_tol: float | None = Field(None, gt=0.0)
+    rel_tol: float | None = Field(None, gt=0.0)
+    iterate: Literal["last", "ergodic"] = "last"
+    factor_max_dim: int = Field(8192, ge=1)
+    pcg_max_iter: int = Field(200, ge=1)
+    pcg_tol: float = Field(1e-10, gt=0.0)
+    gated_max_iter: int = Field(5000, ge=1)
+    # cronos mode
+    nystrom_rank: int = Field(20, ge=1)
+    cg_max_iter: int = Field(32, ge=1)
+    cg_tol: float = Field(1e-6, gt=0.0)
+    # data movement
+    backend: Literal["auto", "numpy", "cupy"] = "auto"
+    compute_dtype: Literal["float32", "float64"] = "float32"
+    chunk_rows: int = Field(4096, ge=1)
+    memory_budget_mb: float = Field(2048.0, ge=0.0)
+    prefetch: bool = True
+    eval_every: int = Field(1, ge=1)
+    # checkpoints
+    checkpoint_path: str | None = None
+    checkpoint_every: int = Field(0, ge=0)
+    resume: bool = False
+    # regularisation path
+    path_n_betas: int = Field(12, ge=1)
+    path_min_ratio: float = Field(1e-3, gt=0.0, lt=1.0)
+    path_tol: float | None = Field(None, gt=0.0)
+    refit: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") == "paper":
+            merged = dict(PAPER_PRESET)
+            merged.update(data)
+            return merged
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.memory_budget_mb < 0:
+            raise ValueError("memory_budget_mb must be >= 0")
+        return self
+
+    @property
+    def eps_abs(self) -> float:
+        """Absolute tolerance of the Boyd stopping rule (defaults to ``tol``)."""
+        return self.abs_tol if self.abs_tol is not None else self.tol
+
+    @property
+    def eps_rel(self) -> float:
+        """Relative tolerance of the Boyd stopping rule (defaults to ``tol``)."""
+        return self.rel_tol if self.rel_tol is not None else self.tol

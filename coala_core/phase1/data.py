@@ -1,0 +1,169 @@
+"""Training rows prepared for Phase I: standardised, patterned, resident or streamed.
+
+:class:`PreparedRows` holds what every solver pass needs on the backend ``xp``: labels ``y`` (n,), pattern
+signs ``E = 2 D - 1`` (n, P), pair indices, and either the standardised rows ``X`` (n, d') in (device)
+memory when they fit ``memory_budget_mb``, or the source to stream them from with a prefetching reader.
+``blocks()`` yields ``(start, stop, X_block)``; one call is one read of X.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from coala_core.errors import DataError
+from coala_core.phase1.config import Phase1Config
+from coala_core.phase1.patterns import (
+    MomentAccumulator,
+    PatternReport,
+    gate_signs,
+    select_gates,
+    standardize_block,
+)
+from coala_core.phase1.source import RowSource, cupy_module, get_xp, prefetch
+
+
+@dataclass
+class Standardizer:
+    """Training-row statistics: ``mean`` and ``scale`` (d,) float64 (None when not standardising)."""
+
+    mean: np.ndarray | None
+    scale: np.ndarray | None
+    bias: bool
+
+    def apply(self, X: Any, dtype: Any) -> Any:
+        return standardize_block(X, self.mean, self.scale, self.bias, dtype)
+
+
+def _backend(source: RowSource, config: Phase1Config) -> ModuleType:
+    if config.backend == "numpy":
+        return np
+    if config.backend == "cupy":
+        return cupy_module()
+    first = next(iter(source.iter_blocks()), None)
+    return np if first is None else get_xp(first.X)
+
+
+class PreparedRows:
+    """Standardised, patterned training rows (see module docstring)."""
+
+    def __init__(self, source: RowSource, config: Phase1Config, *, gates: np.ndarray | None = None,
+                 standardizer: Standardizer | None = None) -> None:
+        if source.n_rows == 0:
+            raise DataError("training rows: the source holds no rows")
+        self.source = source
+        self.config = config
+        self.xp = _backend(source, config)
+        self.dtype = self.xp.float32 if config.compute_dtype == "float32" else self.xp.float64
+        self.chunk_rows = config.chunk_rows
+        self.n = int(source.n_rows)
+        self.d_raw = int(source.dim)
+        self.d = self.d_raw + (1 if config.bias else 0)
+        self.X: Any = None
+        if standardizer is None:
+            standardizer = self._fit_standardizer()
+        self.standardizer = standardizer
+        itemsize = 4 if config.compute_dtype == "float32" else 8
+        if self.n * self.d * itemsize <= config.memory_budget_mb * 2**20:
+            self.X = self.xp.concatenate([b for _, _, b in self._stream()], axis=0)
+        ys, pairs_c, pairs_r, offset = [], [], [], 0
+        for block in source.iter_blocks():
+            m = int(block.X.shape[0])
+            ys.append(self.xp.asarray(block.y, dtype=self.dtype))
+            if source.paired and block.n_pairs:
+                k = block.n_pairs
+                pairs_c.append(np.arange(offset, offset + k))
+                pairs_r.append(np.arange(offset + k, offset + 2 * k))
+            offset += m
+        self.y = self.xp.concatenate(ys)
+        self.pairs = None
+        if pairs_c:
+            self.pairs = (self.xp.asarray(np.concatenate(pairs_c)), self.xp.asarray(np.concatenate(pairs_r)))
+        if gates is None:
+            gates, self.pattern_report = select_gates(
+                self._sign_pass, self.d, config.n_patterns, config.seed, config.min_pattern_share,
+                config.drop_degenerate, config.max_resample_rounds,
+            )
+        else:
+            self.pattern_report = PatternReport(shares=np.zeros(gates.shape[1]))
+        if gates.shape[1] == 0:
+            raise DataError("patterns: every gate gave a degenerate pattern; no neuron is left to fit")
+        self.gates = np.asarray(gates, dtype=np.float64)
+        self.P = int(self.gates.shape[1])
+        self.E = self.xp.concatenate([gate_signs(b, self.gates) for _, _, b in self.blocks()], axis=0)
+        self.pattern_report.shares = np.asarray((self.E > 0).mean(axis=0).tolist())
+
+    # --- reading -------------------------------------------------------------------------------------------
+    def _fit_standardizer(self) -> Standardizer:
+        if not self.config.standardize:
+            return Standardizer(None, None, self.config.bias)
+        acc = MomentAccumulator()
+        for block in self.source.iter_blocks():
+            acc.add(self.xp.asarray(block.X))
+        mean, scale = acc.result()
+        return Standardizer(mean, scale, self.config.bias)
+
+    def _stream(self) -> Iterator[tuple[int, int, Any]]:
+        blocks = self.source.iter_blocks()
+        if self.config.prefetch:
+            blocks = prefetch(blocks)
+        start = 0
+        for block in blocks:
+            Xb = self.standardizer.apply(self.xp.asarray(block.X), self.dtype)
+            stop = start + int(Xb.shape[0])
+            yield start, stop, Xb
+            start = stop
+
+    def blocks(self) -> Iterator[tuple[int, int, Any]]:
+        """One read of the standardised rows: ``(start, stop, X[start:stop])`` with X in the compute dtype."""
+        if self.X is None:
+            yield from self._stream()
+            return
+        for start in range(0, self.n, self.chunk_rows):
+            stop = min(start + self.chunk_rows, self.n)
+            yield start, stop, self.X[start:stop]
+
+    def _sign_pass(self, gates: np.ndarray) -> Iterator[Any]:
+        for _, _, Xb in self.blocks():
+            yield gate_signs(Xb, gates)
+
+    @property
+    def resident(self) -> bool:
+        return self.X is not None
+
+    def accuracy(self, pred: Any) -> float:
+        """Pairwise accuracy (share of pairs with score(chosen) > score(rejected)) on paired rows, else the
+        share of rows with sign(pred) == y."""
+        xp = self.xp
+        if self.pairs is not None:
+            return float(xp.mean((pred[self.pairs[0]] > pred[self.pairs[1]]).astype(xp.float64)))
+        return float(xp.mean((xp.sign(pred) == self.y).astype(xp.float64)))
+
+    # --- Gram matrices -------------------------------------------------------------------------------------
+    def grams(self, with_H: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """One pass: ``XtX`` (d, d), ``H`` (Pd, Pd) with blocks X'D_i D_j X (when ``with_H``), and
+        ``Fty`` (P, d) with rows X'D_i y; all float64 numpy (accumulated in float64 across blocks)."""
+        xp, P, d = self.xp, self.P, self.d
+        XtX = xp.zeros((d, d), dtype=xp.float64)
+        H = xp.zeros((P * d, P * d), dtype=xp.float64) if with_H else None
+        Fty = xp.zeros((P, d), dtype=xp.float64)
+        for start, stop, Xb in self.blocks():
+            Db = (self.E[start:stop] > 0).astype(Xb.dtype)
+            yb = self.y[start:stop]
+            XtX += (Xb.T @ Xb).astype(xp.float64)
+            Fty += ((Db * yb[:, None]).T @ Xb).astype(xp.float64)
+            if with_H:
+                Z = (Db[:, :, None] * Xb[:, None, :]).reshape(Xb.shape[0], P * d)
+                for i in range(P):
+                    blk = (Z[:, i * d:(i + 1) * d].T @ Z[:, i * d:]).astype(xp.float64)
+                    H[i * d:(i + 1) * d, i * d:] += blk
+        if with_H:
+            upper = xp.triu(H)
+            H = upper + xp.triu(H, 1).T
+        from coala_core.phase1.source import to_numpy
+
+        return to_numpy(XtX), (to_numpy(H) if with_H else None), to_numpy(Fty)

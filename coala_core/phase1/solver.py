@@ -1,0 +1,136 @@
+"""The Phase I engine: one prepared problem, solved at one or many beta values with warm starts.
+
+:class:`Phase1Solver` owns the prepared rows, the Gram matrices (X'X, H, F'y; one pass at set-up) and the
+u-step solver whose factorisations are cached per rho, so a path of beta values re-uses them. ``solve``
+returns a :class:`Phase1Result` and the final solver state (to warm-start the next solve).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coala_core.errors import ConfigError
+from coala_core.phase1.admm import ADMMProblem, ADMMState, init_state, run_admm
+from coala_core.phase1.checkpoint import fingerprint, load_checkpoint, save_checkpoint
+from coala_core.phase1.config import Phase1Config
+from coala_core.phase1.cronos import NystromCGUStep
+from coala_core.phase1.data import PreparedRows
+from coala_core.phase1.gated import solve_gated
+from coala_core.phase1.linalg import StructuredUStep
+from coala_core.phase1.programs import critical_beta, evaluate, recover_network
+from coala_core.phase1.result import Phase1Result
+from coala_core.phase1.source import to_numpy
+
+
+def pairwise_accuracy(rows: PreparedRows, v: Any, w: Any) -> float:
+    """Accuracy of the convex model sum_i D_i X (v_i - w_i) on ``rows`` (pairwise when rows are paired)."""
+    return evaluate(rows, v, w, 0.0, "gated").accuracy
+
+
+class Phase1Solver:
+    """Prepared Phase I problem; ``solve(beta)`` runs the configured program and solver."""
+
+    def __init__(self, rows: PreparedRows, config: Phase1Config, val_rows: PreparedRows | None = None) -> None:
+        self.rows, self.config, self.val_rows = rows, config, val_rows
+        t0 = time.perf_counter()
+        n, P, d = rows.n, rows.P, rows.d
+        self.scale_n = float(n) if config.loss == "sum" else 1.0  # internal objective = 1/n-scaled
+        need_H = config.solver == "admm" or config.program == "gated"
+        if need_H and (P * d) ** 2 * 8 > max(config.memory_budget_mb, 64.0) * 2**20 * 4:
+            raise ConfigError(
+                f"n_patterns: the Gram H of size {P * d}x{P * d} (float64) exceeds 4x memory_budget_mb="
+                f"{config.memory_budget_mb}; lower n_patterns or raise memory_budget_mb")
+        self.XtX, self.H, self.Fty = rows.grams(with_H=need_H)
+        self.beta_max = critical_beta(self.Fty, n) * self.scale_n  # in the config's loss convention
+        self.alpha = config.constraint_scale if config.constraint_scale is not None else 1.0 / np.sqrt(n)
+        if config.solver == "admm":
+            self.ustep: Any = StructuredUStep(self.XtX, self.H, self.Fty, n, self.alpha, rows.xp,
+                                              config.factor_max_dim, config.pcg_tol, config.pcg_max_iter)
+        else:
+            self.ustep = NystromCGUStep(rows, self.Fty, self.alpha, config.nystrom_rank, config.cg_max_iter,
+                                        config.cg_tol, config.seed)
+        self.setup_seconds = time.perf_counter() - t0
+
+    # ------------------------------------------------------------------------------------------------------
+    def solve(self, beta: float | None = None, *, state: ADMMState | None = None, tol: float | None = None,
+              max_iter: int | None = None, a0: Any = None) -> tuple[Phase1Result, Any]:
+        """Solve at ``beta`` (config's loss convention) from ``state`` (warm start) or from zero."""
+        cfg = self.config
+        beta = cfg.beta if beta is None else float(beta)
+        beta_int = beta / self.scale_n
+        tol = cfg.tol if tol is None else tol
+        max_iter = cfg.max_iter if max_iter is None else max_iter
+        t0 = time.perf_counter()
+        if cfg.program == "gated":
+            a, converged, hist = solve_gated(self.rows, self.H, self.Fty, beta_int, tol, cfg.gated_max_iter,
+                                             a0=a0, seed=cfg.seed)
+            v, w, new_state, iters = to_numpy(a), np.zeros_like(to_numpy(a)), a, len(hist["step"])
+            if not converged:
+                warnings.warn(f"gated Phase I did not converge in {cfg.gated_max_iter} iterations",
+                              RuntimeWarning, stacklevel=2)
+        else:
+            v, w, converged, hist, new_state, iters = self._solve_relu(beta, beta_int, tol, max_iter, state)
+        return self._result(beta, beta_int, v, w, converged, hist, iters, time.perf_counter() - t0), new_state
+
+    def _solve_relu(self, beta: float, beta_int: float, tol: float, max_iter: int, state: ADMMState | None
+                    ) -> tuple[np.ndarray, np.ndarray, bool, dict[str, list[float]], ADMMState, int]:
+        cfg, rows = self.config, self.rows
+        eps_abs = cfg.abs_tol if cfg.abs_tol is not None else tol
+        eps_rel = cfg.rel_tol if cfg.rel_tol is not None else tol
+        cronos = cfg.solver == "cronos"
+        prob = ADMMProblem(rows, self.ustep, beta_int, self.alpha, eps_abs, eps_rel,
+                           adaptive_rho=cfg.adaptive_rho and not cronos, rho_mu=cfg.rho_mu, rho_tau=cfg.rho_tau,
+                           rho_adapt_until=cfg.rho_adapt_until)
+        fp = fingerprint(rows.n, rows.d, rows.gates, beta, cfg.program)
+        hist: dict[str, list[float]] = {}
+        start_k = 0
+        if state is None:
+            state = init_state(rows, cfg.rho / self.scale_n)
+        else:
+            start_k = state.k
+        ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
+        if ckpt is not None and cfg.resume and ckpt.exists():
+            state, hist = load_checkpoint(ckpt, fp, rows.y)
+            start_k = 0
+        every = cfg.checkpoint_every
+
+        def on_iteration(st: ADMMState, info: Any) -> None:
+            if self.val_rows is not None and (st.k % cfg.eval_every == 0):
+                hist.setdefault("val_accuracy", []).append(pairwise_accuracy(self.val_rows, st.z[0], st.z[1]))
+            elif self.val_rows is not None:
+                hist.setdefault("val_accuracy", []).append(float("nan"))
+            if ckpt is not None and every and st.k % every == 0:
+                save_checkpoint(ckpt, st, hist, fp)
+
+        state, _, converged, hist = run_admm(prob, state, start_k + max_iter, fixed_iters=cronos, history=hist,
+                                             on_iteration=on_iteration)
+        if ckpt is not None and every:
+            save_checkpoint(ckpt, state, hist, fp)
+        if not converged and not cronos:
+            warnings.warn(f"Phase I ADMM did not reach tol={tol} in {max_iter} iterations (beta={beta:g})",
+                          RuntimeWarning, stacklevel=3)
+        z = state.z_sum / max(state.n_avg, 1) if cfg.iterate == "ergodic" else state.z
+        return to_numpy(z[0]), to_numpy(z[1]), converged, hist, state, state.k - start_k
+
+    def _result(self, beta: float, beta_int: float, v: np.ndarray, w: np.ndarray, converged: bool,
+                hist: dict[str, list[float]], iters: int, seconds: float) -> Phase1Result:
+        cfg, rows = self.config, self.rows
+        ev = evaluate(rows, v, w, beta_int, cfg.program)
+        theta1, theta2, idx = recover_network(v, w, cfg.program)
+        std = rows.standardizer
+        mean = std.mean if std.mean is not None else np.zeros(rows.d_raw)
+        scale = std.scale if std.scale is not None else np.ones(rows.d_raw)
+        val_acc = pairwise_accuracy(self.val_rows, v, w) if self.val_rows is not None else float("nan")
+        return Phase1Result(
+            objective=ev.objective, objective_unscaled=ev.objective_unscaled, v=v, w=w, gates=rows.gates.copy(),
+            theta1=theta1, theta2=theta2, neuron_pattern=idx, mean=mean, scale=scale, program=cfg.program,
+            beta=beta, converged=converged, iterations=iters, cone_violation=ev.cone_violation,
+            train_accuracy=ev.accuracy, val_accuracy=val_acc,
+            pattern_shares=np.asarray(rows.pattern_report.shares, dtype=np.float64), history=hist,
+            seconds=seconds, config=cfg.to_dict(),
+        )
