@@ -4,6 +4,7 @@ from coala_core.phase2.config import PAPER_PRESET, Phase2Config
 from coala_core.phase2.fit import Phase2Result, fit_phase2, pair_metrics, select_phase2, training_pairs
 from coala_core.phase2.head import RewardHead, hidden_features, random_relu_head
 from coala_core.phase2.losses import LogisticDesign, build_design
+from coala_core.phase2.training import TrainConfig, TrainResult, align_to_store, train_head
 from coala_core.phase2.solvers import SolverResult, accelerated_gradient, adamw, newton
 
 __all__ = [
@@ -13,6 +14,10 @@ __all__ = [
     "Phase2Result",
     "RewardHead",
     "SolverResult",
+    "TrainConfig",
+    "TrainResult",
+    "align_to_store",
+    "train_head",
     "accelerated_gradient",
     "adamw",
     "build_design",
