@@ -48,7 +48,8 @@ def _percentiles(values: list[int]) -> dict[str, float]:
 def _counts(df: pl.DataFrame) -> dict[str, dict[str, dict[str, int]]]:
     out: dict[str, dict[str, dict[str, int]]] = {}
     agg = df.group_by("source", "split").agg(pl.len().alias("rows"), pl.col("group_id").n_unique().alias("groups"))
-    for r in agg.sort("source", "split").iter_rows(named=True):
+    order = {s: i for i, s in enumerate(SPLITS)}
+    for r in sorted(agg.iter_rows(named=True), key=lambda r: (r["source"], order.get(r["split"], len(order)))):
         out.setdefault(r["source"], {})[r["split"]] = {"rows": r["rows"], "groups": r["groups"]}
     return out
 
