@@ -136,3 +136,17 @@ def load_head(
     if expected_provenance is not None:
         check_provenance(meta.get("feature_provenance", {}), expected_provenance, str(path))
     return head
+
+
+def write_scores(path: str | Path, columns: Mapping[str, Any]) -> Path:
+    """Write per-pair rewards (``pair_id``, ``reward_chosen``, ``reward_rejected``, ``margin``, ...) to Parquet,
+    atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from storage.atomic import atomic_path
+
+    table = pa.table({k: pa.array(np.asarray(v).tolist()) for k, v in columns.items()})
+    with atomic_path(path, suffix=".parquet") as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
