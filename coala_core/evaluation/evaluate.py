@@ -22,7 +22,7 @@ from coala_core.phase2.head import RewardHead
 CI_METRICS = {
     "accuracy": pairwise_accuracy,
     "sigmoid_margin": sigmoid_margin,
-    "rewards/margins": lambda w, l: float(np.mean(w - l)),
+    "rewards/margins": lambda r_w, r_l: float(np.mean(r_w - r_l)),
 }
 
 

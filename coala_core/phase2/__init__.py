@@ -4,8 +4,8 @@ from coala_core.phase2.config import PAPER_PRESET, Phase2Config
 from coala_core.phase2.fit import Phase2Result, fit_phase2, pair_metrics, select_phase2, training_pairs
 from coala_core.phase2.head import RewardHead, hidden_features, random_relu_head
 from coala_core.phase2.losses import LogisticDesign, build_design
-from coala_core.phase2.training import TrainConfig, TrainResult, align_to_store, train_head
 from coala_core.phase2.solvers import SolverResult, accelerated_gradient, adamw, newton
+from coala_core.phase2.training import TrainConfig, TrainResult, align_to_store, train_head
 
 __all__ = [
     "PAPER_PRESET",
