@@ -15,6 +15,11 @@ from coala_core.features import ExtractionConfig, FeatureExtractor, extract_feat
 app = typer.Typer(no_args_is_help=True)
 
 
+@app.callback()
+def _features() -> None:
+    """Extract pooled hidden-state features from a frozen LM."""
+
+
 @app.command("extract")
 @handle_errors
 def extract(
