@@ -96,7 +96,7 @@ class Phase1Solver:
         ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
         if ckpt is not None and cfg.resume and ckpt.exists():
             state, hist = load_checkpoint(ckpt, fp, rows.y)
-            start_k = 0
+            start_k = state.k
         every = cfg.checkpoint_every
 
         def on_iteration(st: ADMMState, info: Any) -> None:
