@@ -89,7 +89,8 @@ def run_stage(task: Task, *, stage: str, workdir: Path, tracking: TrackingContex
               **params: Any) -> Any:
     """Call a stage task by the rules above and return its reference."""
     output = stage_output(workdir, stage, task, params)
-    configured = task.with_options(refresh_cache=not output.exists(), timeout_seconds=timeout_s)
+    configured = task.with_options(refresh_cache=not output.exists(), timeout_seconds=timeout_s,
+                                   result_storage=Path(workdir).resolve() / "prefect-results")
     state = configured(workdir=workdir, output=output, tracking=tracking, return_state=True, **params)
     ref = state.result()
     if state.name == "Cached":

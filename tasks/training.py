@@ -117,7 +117,8 @@ def phase2_task(phase1: HeadRef, features: FeaturesRef, config: Phase2Config, *,
         run.log_history(p2.history, prefix="phase2/")
         metrics: dict[str, Any] = {"beta": p2.config.beta, "gamma": p2.config.gamma, "l2": p2.config.l2,
                                    "objective": p2.objective, "grad_norm": p2.grad_norm, "iterations": float(p2.iterations),
-                                   "converged": float(p2.converged), **meter.metrics()}
+                                   "converged": float(p2.converged), **meter.metrics(),
+                                   **{f"phase1/{k}": v for k, v in phase1.metrics.items() if k in ("flops", "wall_s", "peak_rss_mb")}}
         run.log_metrics(metrics)
         run.log_artifact(output, "head")
         artifacts.table("phase2-selection", p2.selection, "Phase II (beta, gamma, l2) chosen on validation pairs")

@@ -1,0 +1,98 @@
+"""``coala_pipeline``: the whole DAG as subflows, tracked as one MLflow parent run with a nested run per stage."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.context import FlowRunContext
+
+from flows.config import PipelineConfig
+from flows.stages import build_dataset, evaluate, extract_features, train_head
+from tasks import artifacts
+from tasks.refs import ReportRef
+from tasks.stage import TrackingContext, prefect_tags
+from tasks.tracking import client_for, code_version, ensure_experiment, params_from_config, start_run
+
+SUMMARY_KEYS = ("accuracy", "sigmoid_margin", "rewards/margins", "rewards/accuracies", "ece")
+
+
+def _fail_parent_runs(flow: Any, flow_run: Any, state: Any) -> None:
+    """Flow failure/crash hook: no MLflow run of this flow run stays RUNNING."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    ids = [e.experiment_id for e in client.search_experiments()]
+    if ids:
+        for run in client.search_runs(ids, filter_string=f"tags.`prefect.flow_run_id` = '{flow_run.id}' and attributes.status = 'RUNNING'"):
+            client.set_terminated(run.info.run_id, status="FAILED")
+
+
+@flow(name="coala-pipeline", log_prints=True, on_failure=[_fail_parent_runs], on_crashed=[_fail_parent_runs])
+def coala_pipeline(config_path: str, overrides: dict[str, Any] | None = None) -> ReportRef:
+    """Build dataset -> extract features -> train head (Phase I, Phase II) -> evaluate, from one YAML file."""
+    config = PipelineConfig.from_yaml(config_path, overrides)
+    return run_pipeline(config)
+
+
+def run_pipeline(config: PipelineConfig) -> ReportRef:
+    workdir = config.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    client = client_for(workdir)
+    experiment_id = ensure_experiment(client, config.run.experiment, workdir)
+    flow_ctx = FlowRunContext.get()
+    run_name = f"{config.run.name}-{flow_ctx.flow_run.name}" if flow_ctx and flow_ctx.flow_run else config.run.name
+    parent = start_run(client, experiment_id, run_name, tags={"coala.pipeline": "true", **prefect_tags()})
+    parent.log_params({**params_from_config(config.to_dict()), "code_version": code_version()})
+    artifacts.link("mlflow-run", parent.url(), f"MLflow run {parent.run_id}", "The MLflow parent run of this pipeline run")
+    tracking = TrackingContext(uri=client._tracking_client.tracking_uri, experiment_id=experiment_id,
+                               parent_run_id=parent.run_id, system_metrics=config.run.system_metrics,
+                               system_metrics_interval_s=config.run.system_metrics_interval_s)
+    t0 = time.perf_counter()
+    status = "FAILED"
+    try:
+        dataset = build_dataset(config, tracking)
+        features = extract_features(dataset, config, tracking)
+        head = train_head(features, config, tracking)
+        report = evaluate(head, features, dataset, config, tracking)
+        stages = {"build_dataset": dataset.metrics, "extract_features": features.metrics, "train_head": head.metrics,
+                  "evaluate": report.metrics}
+        summary = pipeline_summary(stages, report, time.perf_counter() - t0)
+        parent.log_metrics(summary)
+        parent.set_tags({"coala.report": report.files.get("report", ""), "coala.head": head.uri,
+                         "coala.dataset_digest": dataset.digest})
+        parent.log_artifact(report.files["report"], "report")
+        if config.run.register_model:
+            from tasks.scorer import register_scorer
+
+            version = register_scorer(tracking, head, features["train"].provenance, config)
+            parent.set_tags({"coala.registered_model": f"{config.run.registered_model}@{config.run.model_alias} (v{version})"})
+        status = "FINISHED"
+        print(f"report: {report.files.get('report')}  MLflow parent run: {parent.run_id}")
+        return report
+    finally:
+        parent.end(status)
+
+
+def pipeline_summary(stages: dict[str, dict[str, float]], report: ReportRef, wall_s: float) -> dict[str, float]:
+    """Headline metrics of the parent run: held-out metrics, per-stage and total FLOPs, wall time, memory."""
+    out: dict[str, float] = {"pipeline_wall_s": wall_s}
+    for key, value in report.metrics.items():
+        if any(key.endswith("/" + k) for k in SUMMARY_KEYS):
+            out[key] = value
+    total = 0.0
+    for stage, metrics in stages.items():
+        for k in ("flops", "wall_s", "peak_rss_mb"):
+            if k in metrics:
+                out[f"{stage}/{k}"] = metrics[k]
+        total += metrics.get("flops", 0.0) + metrics.get("phase1/flops", 0.0)
+    out["total_flops"] = total
+    out["total_tflops"] = total / 1e12
+    out["peak_rss_mb"] = max((m.get("peak_rss_mb", 0.0) for m in stages.values()), default=0.0)
+    return out
+
+
+def default_config_path() -> Path:
+    return Path("configs/demo.yaml")
