@@ -8,7 +8,7 @@ Each build writes the Parquet file through ``storage.pairs.write_pairs`` and the
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import polars as pl
 import typer
 
 from coala_cli._common import handle_errors
+from coala_core.config import StageConfig
 from coala_core.data import (
     DatasetStats,
     EduFeedbackConfig,
@@ -25,7 +26,6 @@ from coala_core.data import (
     dataset_card,
     import_pairs,
 )
-from coala_core.config import StageConfig
 from coala_core.errors import ConfigError, DataError
 from storage.atomic import atomic_write_text
 from storage.pairs import PAIRS_SCHEMA, validate_pairs, write_pairs
@@ -35,12 +35,12 @@ app = typer.Typer(no_args_is_help=True, help="Build, import and validate prefere
 MAX_PROBLEMS_SHOWN = 50
 
 
-class ConversationFormat(str, Enum):
+class ConversationFormat(StrEnum):
     mathdial = "mathdial"
     messages = "messages"
 
 
-class PairsFormat(str, Enum):
+class PairsFormat(StrEnum):
     trl = "trl"
     hh = "hh"
     ultrafeedback = "ultrafeedback"
@@ -48,12 +48,12 @@ class PairsFormat(str, Enum):
     rated = "rated"
 
 
-class APSMode(str, Enum):
+class APSMode(StrEnum):
     drop = "drop"
     wrap = "wrap"
 
 
-class Direction(str, Enum):
+class Direction(StrEnum):
     later_is_worse = "later-is-worse"
     reversed = "reversed"
 

@@ -98,7 +98,7 @@ def parse_mathdial(rec: Record, cfg: EduFeedbackConfig) -> Conversation:
     text = require_str(rec, "conversation")
     students = _student_prefixes(rec)
     turns: list[Turn] = []
-    for k, raw in enumerate(text.split(EOM)):
+    for raw in text.split(EOM):
         m = _TEACHER.match(raw)
         if m:
             body = raw[m.end():]
@@ -118,7 +118,7 @@ def parse_mathdial(rec: Record, cfg: EduFeedbackConfig) -> Conversation:
         raise record_error(rec, "field 'conversation' has no non-empty turn")
     merged, folded = merge_turns(turns, cfg.turn_separator)
     conv_id, group_id = _ids(rec, cfg, "mathdial", "qid")
-    meta = {k: rec.data[k] for k in ("qid", "scenario") if k in rec.data and rec.data[k] is not None}
+    meta: dict[str, Any] = {k: rec.data[k] for k in ("qid", "scenario") if k in rec.data and rec.data[k] is not None}
     return Conversation(conv_id, group_id, merged, meta, folded)
 
 
@@ -132,20 +132,46 @@ def _role_of(rec: Record, role: str, cfg: EduFeedbackConfig) -> str:
     return SYSTEM if role == "system" else STUDENT
 
 
-def parse_messages(rec: Record, cfg: EduFeedbackConfig) -> Conversation:
-    """A ``{"messages": [{"role", "content"}]}`` record -> Conversation, roles mapped by the config."""
-    msgs = rec.data.get("messages")
+_SHAREGPT_ROLES = {"human": "user", "gpt": "assistant"}
+
+
+def _text(rec: Record, value: Any, where: str) -> str:
+    """Message content: a string, or a list of parts whose ``text`` fields are joined (OpenAI style)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(p, dict) for p in value):
+        return "".join(str(p.get("text", "")) for p in value if p.get("type", "text") == "text")
+    raise record_error(rec, f"{where} must be a string or a list of text parts, got {type(value).__name__}")
+
+
+def message_list(rec: Record) -> tuple[str, list[tuple[str, str]]]:
+    """(field name, [(raw role, content)]) of a ``messages`` (role/content) or ShareGPT ``conversations``
+    (from/value) record."""
+    name = "messages" if "messages" in rec.data else "conversations"
+    msgs = rec.data.get(name)
     if not isinstance(msgs, list):
         got = "missing" if msgs is None else type(msgs).__name__
         raise record_error(rec, f"field 'messages' must be a list of {{role, content}} objects, got {got}")
-    turns: list[Turn] = []
+    out = []
     for j, msg in enumerate(msgs):
-        if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
-            raise record_error(rec, f"messages[{j}] must be an object with a string 'role'")
-        content = msg.get("content")
-        if not isinstance(content, str):
-            raise record_error(rec, f"messages[{j}].content must be a string, got {type(content).__name__}")
-        speaker = _role_of(rec, msg["role"], cfg)
+        role = msg.get("role", msg.get("from")) if isinstance(msg, dict) else None
+        if not isinstance(role, str):
+            raise record_error(rec, f"{name}[{j}] must be an object with a string 'role'")
+        if "role" not in msg:
+            role = _SHAREGPT_ROLES.get(role, role)
+        content = msg.get("content", msg.get("value"))
+        out.append((role, _text(rec, content, f"{name}[{j}].content")))
+    return name, out
+
+
+def parse_messages(rec: Record, cfg: EduFeedbackConfig) -> Conversation:
+    """A ``{"messages": [{"role", "content"}]}`` record -> Conversation, roles mapped by the config.
+
+    ShareGPT records (``conversations`` with ``from``/``value``; ``human``/``gpt``) are read the same way.
+    """
+    turns: list[Turn] = []
+    for role, content in message_list(rec)[1]:
+        speaker = _role_of(rec, role, cfg)
         if speaker != "skip":
             turns.append(Turn(speaker, content.strip()))
     merged, folded = merge_turns(turns, cfg.turn_separator)

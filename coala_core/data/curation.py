@@ -21,25 +21,17 @@ from coala_core.data.sources import InvalidRecord
 from coala_core.errors import DuplicateError
 
 SPLITS = ("train", "validation", "test")
-MESSAGE = pl.Struct({"role": pl.Utf8, "content": pl.Utf8})
-PAIRS_POLARS_SCHEMA = {
-    "pair_id": pl.Utf8,
+MESSAGE = pl.Struct({"role": pl.Utf8(), "content": pl.Utf8()})
+PAIRS_POLARS_SCHEMA: dict[str, pl.DataType] = {
+    "pair_id": pl.Utf8(),
     "prompt": pl.List(MESSAGE),
-    "chosen": pl.Utf8,
-    "rejected": pl.Utf8,
-    "source": pl.Utf8,
-    "group_id": pl.Utf8,
-    "split": pl.Utf8,
-    "meta": pl.Utf8,
+    "chosen": pl.Utf8(),
+    "rejected": pl.Utf8(),
+    "source": pl.Utf8(),
+    "group_id": pl.Utf8(),
+    "split": pl.Utf8(),
+    "meta": pl.Utf8(),
 }
-DROP_REASONS = (
-    "empty_response",
-    "chosen_equals_rejected",
-    "prompt_too_long",
-    "response_too_long",
-    "duplicate",
-    "over_limit",
-)
 
 
 @dataclass

@@ -10,10 +10,10 @@ import polars as pl
 
 from coala_core.data.aps import APSStats, aps_triplets, label_statistics
 from coala_core.data.config import EduFeedbackConfig
-from coala_core.data.conversations import PARSERS, Conversation
+from coala_core.data.conversations import PARSERS, TUTOR, Conversation, message_list
 from coala_core.data.curation import DatasetStats, finalize
 from coala_core.data.sources import InvalidRecord, collect, read_records
-from coala_core.errors import DuplicateError
+from coala_core.errors import DataError, DuplicateError
 
 
 def load_conversations(
@@ -36,6 +36,12 @@ def load_conversations(
             )
         first_line[conv.conversation_id] = rec.where
     convs = [conv for _, conv in parsed]
+    if convs and cfg.format == "messages" and not any(c.of(TUTOR) for c in convs):
+        roles = sorted({role for rec, _ in parsed for role, _ in message_list(rec)[1]})
+        raise DataError(
+            f"no turn has the tutor role (tutor_role={cfg.tutor_role!r}, role_map={cfg.role_map}); "
+            f"roles in the input: {roles}; pass --tutor-role or --role-map"
+        )
     return convs, invalid, n_records
 
 

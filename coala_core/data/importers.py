@@ -89,7 +89,7 @@ def _ultrafeedback_one(rec: Record, cfg: ImportConfig, drops: Counter[str]) -> R
     if cfg.drop_ties and sc == sr:
         drops["score_tie"] += 1
         return None
-    meta = {"score_chosen": sc, "score_rejected": sr}
+    meta: Row = {"score_chosen": sc, "score_rejected": sr}
     if rec.data.get("prompt_id") is not None:
         meta["prompt_id"] = str(rec.data["prompt_id"])
     row = _row(cfg, rec, prompt, c, r, meta)

@@ -124,3 +124,23 @@ def test_aps_only_emits_tutor_turns_of_the_same_conversation(turns, wrap, revers
         assert row["prompt"] and row["prompt"][-1]["role"] == "user"
         s = students[m["student_turn"]]
         assert min(m["chosen_turn"], m["rejected_turn"]) > s or m["wrapped"]
+
+
+def test_sharegpt_records_and_content_parts():
+    rec = Record({"conversations": [{"from": "gpt", "value": "T0"}, {"from": "human", "value": "S0"},
+                                    {"from": "gpt", "value": [{"type": "text", "text": "T"}, {"type": "text", "text": "1"}]},
+                                    {"from": "human", "value": "S1"}, {"from": "gpt", "value": "T2"}]}, "g", 1)
+    rows = aps_triplets(parse_messages(rec, DROP), DROP)
+    assert [(r["prompt"][0]["content"], r["chosen"], r["rejected"]) for r in rows] == [("S0", "T1", "T2")]
+
+
+def test_no_tutor_role_in_input_is_explained():
+    recs = [{"messages": [{"role": "teacher", "content": "a"}, {"role": "student", "content": "b"}]}]
+    with pytest.raises(ValueError, match=r"roles in the input: \['student', 'teacher'\]"):
+        build_edufeedback(recs, DROP)
+    turns = [("teacher", "a"), ("student", "b"), ("teacher", "c"), ("student", "d"), ("teacher", "e")]
+    recs = [{"messages": [{"role": r, "content": c} for r, c in turns]}]
+    df, _ = build_edufeedback(recs, DROP.replace(tutor_role="teacher", train_fraction=1.0, validation_fraction=0.0,
+                                                 test_fraction=0.0))
+    assert df.select("chosen", "rejected").rows() == [("c", "e")]
+    assert df["prompt"].to_list() == [[{"role": "user", "content": "b"}]]
