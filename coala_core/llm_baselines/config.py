@@ -1,0 +1,42 @@
+"""The one config of the LM preference-tuning baselines (DPO and ORPO through TRL).
+
+Defaults follow TRL (beta 0.1, sigmoid DPO loss, one epoch) except where CPU work asks otherwise, and each
+such change is named here: learning rate 5e-6 (TRL's 1e-6 barely moves a 135M model in 16 steps), fp32
+(no bf16 on CPU), gradient checkpointing off (it adds a forward pass per step, which the FLOP count would
+then have to include), dropout off (TRL's default).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from coala_core.config import StageConfig
+
+Method = Literal["dpo", "orpo"]
+
+
+class PreferenceTuneConfig(StageConfig):
+    """Full fine-tuning of a causal LM on preference pairs with TRL.
+
+    - ``method``: ``dpo`` (policy + frozen reference) or ``orpo`` (no reference; SFT + odds-ratio term).
+    - ``beta``: DPO's KL strength, or ORPO's weight lambda of the odds-ratio term (TRL names both ``beta``).
+    - ``max_tokens``: budget of prompt + response tokens; the prompt is cut from the left, the response kept.
+    - ``use_chat_template``: format texts with the tokenizer's chat template (as the feature extractor does).
+    - ``batch_size`` pairs per optimiser step (``per_device_train_batch_size``), ``grad_accum`` micro-steps.
+    """
+
+    method: Method = "dpo"
+    beta: float = Field(0.1, gt=0.0)
+    learning_rate: float = Field(5e-6, gt=0.0)
+    epochs: float = Field(1.0, gt=0.0)
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    lr_scheduler: Literal["linear", "constant", "cosine"] = "linear"
+    max_tokens: int = Field(128, ge=8)
+    use_chat_template: bool = True
+    score_batch_size: int = Field(16, ge=1)
+    seed: int = Field(0, ge=0)
+    num_threads: int | None = Field(None, ge=1)
