@@ -118,7 +118,16 @@ def convert_gguf(gguf_path: Path, cache: Path) -> Path:
     try:
         tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
         model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
-        model.save_pretrained(tmp, safe_serialization=True)
+        # transformers refuses save_pretrained on GGUF-loaded models; the weights are plain de-quantised
+        # tensors by now, so write config and safetensors directly (save_model handles the tied embeddings).
+        from safetensors.torch import save_model
+
+        config = model.config
+        for attr in ("quantization_config", "_pre_quantization_dtype"):
+            if hasattr(config, attr):
+                delattr(config, attr)
+        config.save_pretrained(tmp)
+        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         tok.save_pretrained(tmp)
         (tmp / "gguf_sha256.txt").write_text(digest + "\n", encoding="utf-8")
         try:
