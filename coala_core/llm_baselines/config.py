@@ -33,7 +33,6 @@ class PreferenceTuneConfig(StageConfig):
     epochs: float = Field(1.0, gt=0.0)
     batch_size: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)
-    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
     lr_scheduler: Literal["linear", "constant", "cosine"] = "linear"
     max_tokens: int = Field(128, ge=8)
     use_chat_template: bool = True

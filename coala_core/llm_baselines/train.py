@@ -61,7 +61,7 @@ def _trl_args(config: PreferenceTuneConfig, output_dir: str, use_cpu: bool) -> A
     common = dict(
         output_dir=output_dir, per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum, learning_rate=config.learning_rate,
-        num_train_epochs=config.epochs, lr_scheduler_type=config.lr_scheduler, warmup_ratio=config.warmup_ratio,
+        num_train_epochs=config.epochs, lr_scheduler_type=config.lr_scheduler,
         beta=config.beta, max_length=config.max_tokens, bf16=False, fp16=False, gradient_checkpointing=False,
         logging_steps=1, save_strategy="no", report_to=[], seed=config.seed, data_seed=config.seed,
         use_cpu=use_cpu, dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=False,
