@@ -11,10 +11,11 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from coala_core.data.config import DatasetConfig
 from coala_core.data.sources import InvalidRecord
@@ -32,6 +33,8 @@ PAIRS_POLARS_SCHEMA: dict[str, pl.DataType] = {
     "split": pl.Utf8(),
     "meta": pl.Utf8(),
 }
+_MESSAGE_ARROW = pa.struct([("role", pa.string()), ("content", pa.string())])
+_ARROW_SCHEMA = pa.schema([(c, pa.list_(_MESSAGE_ARROW) if c == "prompt" else pa.string()) for c in PAIRS_POLARS_SCHEMA])
 
 
 @dataclass
@@ -142,15 +145,16 @@ def assign_splits(group_ids: Sequence[str], fractions: Sequence[float], seed: in
 
 
 def to_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
-    """Rows (meta as dict) -> the canonical polars table (meta as sorted-key JSON text)."""
-    data = {c: [] for c in PAIRS_POLARS_SCHEMA}  # type: dict[str, list[Any]]
+    """Rows (meta as dict) -> the canonical polars table (meta as sorted-key JSON text).
+
+    Built through Arrow: polars' own construction of list-of-struct columns from Python is ~20x slower.
+    """
+    data: dict[str, list[Any]] = {c: [] for c in PAIRS_POLARS_SCHEMA}
     for r in rows:
         for c in PAIRS_POLARS_SCHEMA:
-            v = r[c]
-            if c == "meta":
-                v = json.dumps(v, sort_keys=True, ensure_ascii=False)
-            data[c].append(v)
-    return pl.DataFrame(data, schema=PAIRS_POLARS_SCHEMA)
+            data[c].append(json.dumps(r[c], sort_keys=True, ensure_ascii=False) if c == "meta" else r[c])
+    table = pa.Table.from_pydict(data, schema=_ARROW_SCHEMA)
+    return cast(pl.DataFrame, pl.from_arrow(table)).cast(PAIRS_POLARS_SCHEMA)  # type: ignore[arg-type]
 
 
 def finalize(rows: list[dict[str, Any]], cfg: DatasetConfig, stats: DatasetStats) -> pl.DataFrame:
