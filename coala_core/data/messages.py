@@ -59,7 +59,11 @@ def response_text(rec: Record, value: Any, field: str) -> str:
 
 
 def parse_hh(rec: Record, text: Any, field: str) -> list[Message]:
-    """An HH-RLHF transcript ``\\n\\nHuman: ...\\n\\nAssistant: ...`` -> messages (user / assistant)."""
+    """An HH-RLHF transcript ``\\n\\nHuman: ...\\n\\nAssistant: ...`` -> messages (user / assistant).
+
+    Consecutive turns of one speaker (a few HH transcripts have two ``Assistant:`` turns in a row) are merged,
+    joined by a blank line, so the final reply is one message.
+    """
     if not isinstance(text, str):
         raise record_error(rec, f"field {field!r} must be a string transcript, got {type(text).__name__}")
     parts = _HH_TURN.split(text)
@@ -68,7 +72,14 @@ def parse_hh(rec: Record, text: Any, field: str) -> list[Message]:
     if parts[0].strip():
         raise record_error(rec, f"field {field!r} has text before its first turn: {parts[0][:40]!r}")
     roles = {"Human": "user", "Assistant": "assistant"}
-    return [{"role": roles[parts[i]], "content": parts[i + 1].strip()} for i in range(1, len(parts), 2)]
+    out: list[Message] = []
+    for i in range(1, len(parts), 2):
+        role, content = roles[parts[i]], parts[i + 1].strip()
+        if out and out[-1]["role"] == role:  # a speaker's consecutive turns are one turn (as in APS)
+            out[-1] = {"role": role, "content": out[-1]["content"] + "\n\n" + content}
+        else:
+            out.append({"role": role, "content": content})
+    return out
 
 
 def split_implicit(chosen: Sequence[Message], rejected: Sequence[Message]) -> tuple[list[Message], str, str] | str:

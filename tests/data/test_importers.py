@@ -64,7 +64,7 @@ def test_hh_bundled_file(bundled):
     df, stats = import_pairs(bundled / "hh-rlhf-harmless-base" / "test.jsonl.gz", ImportConfig.build(format="hh"))
     assert stats.n_records == 2312
     assert df.height + sum(stats.drops.values()) == 2312
-    assert df.height > 2250 and all(r[-1]["role"] == "user" for r in df["prompt"].to_list())
+    assert dict(stats.drops) == {"empty_response": 4} and all(r[-1]["role"] == "user" for r in df["prompt"].to_list())
     train = set(df.filter(df["split"] == "train")["group_id"])
     assert not train & set(df.filter(df["split"] != "train")["group_id"])
 
@@ -123,3 +123,14 @@ def test_in_memory_records_and_json_array(tmp_path):
     p.write_text(json.dumps(recs * 2))
     df, stats = import_pairs(p, ImportConfig.build(format="trl"))
     assert df.height == 1 and stats.drops["duplicate"] == 1
+
+
+def test_hh_consecutive_assistant_turns_merge():
+    from coala_core.data.messages import parse_hh
+    from coala_core.data.sources import Record
+
+    rec = Record({}, "f", 1)
+    msgs = parse_hh(rec, "\n\nHuman: Q?\n\nAssistant: A1\n\nAssistant: A2", "chosen")
+    assert msgs == [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A1\n\nA2"}]
+    with pytest.raises(DataError, match="f:1: field 'chosen' has no 'Human:'/'Assistant:' turns"):
+        parse_hh(rec, "plain text", "chosen")
