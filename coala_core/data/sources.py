@@ -60,10 +60,10 @@ def record_error(rec: Record, reason: str) -> RecordError:
 
 def _open_text(path: Path) -> Iterator[str]:
     if path.suffix == ".gz":
-        with gzip.open(path, "rt", encoding="utf-8") as fh:
+        with gzip.open(path, "rt", encoding="utf-8-sig") as fh:
             yield from fh
     else:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:
             yield from fh
 
 
@@ -101,7 +101,7 @@ def _table_rows(path: Path) -> Iterator[Record]:
 
 
 def _json_array(path: Path, invalid: list[InvalidRecord], skip_invalid: bool) -> Iterator[Record]:
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8-sig")
     try:
         obj = json.loads(text)
     except json.JSONDecodeError:

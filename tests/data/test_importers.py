@@ -134,3 +134,13 @@ def test_hh_consecutive_assistant_turns_merge():
     assert msgs == [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A1\n\nA2"}]
     with pytest.raises(DataError, match="f:1: field 'chosen' has no 'Human:'/'Assistant:' turns"):
         parse_hh(rec, "plain text", "chosen")
+
+
+def test_parquet_input_with_nested_messages(fixtures, tmp_path):
+    import polars as pl
+
+    recs = [json.loads(line) for line in (fixtures / "ultrafeedback.jsonl").read_text().splitlines()]
+    pl.DataFrame(recs).write_parquet(tmp_path / "uf.parquet")
+    df, stats = import_pairs(tmp_path / "uf.parquet", ImportConfig.build(format="ultrafeedback"))
+    assert sorted(df["chosen"]) == ["Leaves fall softly down", "Snow on the mountain"]
+    assert stats.n_records == 3 and dict(stats.drops) == {"score_tie": 1}
