@@ -18,6 +18,7 @@ import typer
 from coala_cli._common import handle_errors
 from coala_core.config import StageConfig
 from coala_core.data import (
+    DatasetCard,
     DatasetStats,
     EduFeedbackConfig,
     ImportConfig,
@@ -28,7 +29,7 @@ from coala_core.data import (
 )
 from coala_core.errors import ConfigError, DataError
 from storage.atomic import atomic_write_text
-from storage.pairs import PAIRS_SCHEMA, validate_pairs, write_pairs
+from storage.pairs import PAIRS_SCHEMA, PairsInfo, validate_pairs, write_pairs
 
 app = typer.Typer(no_args_is_help=True, help="Build, import and validate preference-pair datasets.")
 
@@ -95,8 +96,11 @@ def _config(cls: type[StageConfig], path: Path | None, section: str, overrides: 
     return cls.build({}, **overrides)
 
 
-def _write(df: pl.DataFrame, stats: DatasetStats, cfg: StageConfig, output: Path) -> None:
-    """Write pairs + card; print a summary. Refuses an empty result (nothing written)."""
+def write_dataset(df: pl.DataFrame, stats: DatasetStats, cfg: StageConfig, output: Path) -> tuple[PairsInfo, DatasetCard]:
+    """Write the pairs (``storage.pairs.write_pairs``) and the card beside them; refuse an empty table.
+
+    Nothing is written when the table is empty or invalid. Returns the PairsInfo and the card.
+    """
     if df.height == 0:
         drops = ", ".join(f"{k}={v}" for k, v in sorted(stats.drops.items())) or "none"
         raise DataError(f"no pairs left to write (input records {stats.n_records}, "
@@ -106,6 +110,11 @@ def _write(df: pl.DataFrame, stats: DatasetStats, cfg: StageConfig, output: Path
     md_path, json_path = card_paths(output)
     atomic_write_text(md_path, card.markdown)
     atomic_write_text(json_path, card.json_text())
+    return info, card
+
+
+def _write(df: pl.DataFrame, stats: DatasetStats, cfg: StageConfig, output: Path) -> None:
+    info, card = write_dataset(df, stats, cfg, output)
     typer.echo(f"wrote {info.n_rows} pairs to {info.path} (digest {info.digest[:16]})")
     for src, per_split in card.content["counts"].items():
         parts = ", ".join(f"{sp} {v['rows']} rows/{v['groups']} groups" for sp, v in per_split.items())
@@ -114,7 +123,7 @@ def _write(df: pl.DataFrame, stats: DatasetStats, cfg: StageConfig, output: Path
         typer.echo("  dropped: " + ", ".join(f"{k} {v}" for k, v in sorted(stats.drops.items())))
     if stats.invalid:
         typer.echo(f"  skipped {len(stats.invalid)} invalid line(s) (listed in the card)")
-    typer.echo(f"card: {md_path}, {json_path}")
+    typer.echo("card: " + ", ".join(str(p) for p in card_paths(output)))
 
 
 @app.command("build-edufeedback")
