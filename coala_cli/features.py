@@ -26,7 +26,9 @@ def extract(
     pairs: Annotated[Path, typer.Option("--pairs", help="canonical pairs Parquet file")],
     model: Annotated[str | None, typer.Option("--model", help="hub id, local dir, .gguf file or 'default' (bundled SmolLM2)")] = None,
     output: Annotated[str | None, typer.Option("--output", help="feature store URI (path, file://, memory://, s3://...)")] = None,
-    store_root: Annotated[str | None, typer.Option("--store-root", help="instead of --output: store at ROOT/<key>.zarr, key from data+model+config")] = None,
+    store_root: Annotated[
+        str | None, typer.Option("--store-root", help="instead of --output: store at ROOT/<key>.zarr, key from data+model+config")
+    ] = None,
     pooling: Annotated[str | None, typer.Option("--pooling", help="mean | last | attention")] = None,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="tokens per text; the prompt is cut from the left")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
@@ -45,7 +47,9 @@ def extract(
     overrides = dict(model=model, pooling=pooling, max_tokens=max_tokens, batch_size=batch_size, dtype=dtype, layer=layer, device=device)
     base = ExtractionConfig.preset(preset).to_dict() if preset else {}
     if config is not None:
-        cfg = ExtractionConfig.from_yaml(config, section="features", **{**{k: v for k, v in base.items() if k not in _yaml_keys(config)}, **overrides})
+        cfg = ExtractionConfig.from_yaml(
+            config, section="features", **{**{k: v for k, v in base.items() if k not in _yaml_keys(config)}, **overrides}
+        )
     else:
         cfg = ExtractionConfig.build(base, **overrides)
     if (output is None) == (store_root is None):

@@ -108,7 +108,13 @@ def extraction_provenance(
     return prov
 
 
-def feature_store_key(dataset_digest: str, model_id: str, revision: str, extraction_config: ExtractionConfig | dict[str, Any], compute_dtype: str | None = None) -> str:
+def feature_store_key(
+    dataset_digest: str,
+    model_id: str,
+    revision: str,
+    extraction_config: ExtractionConfig | dict[str, Any],
+    compute_dtype: str | None = None,
+) -> str:
     """A stable key (``feat-`` + 20 hex) from the dataset digest, model id and revision and the config.
 
     Only fields that change the stored numbers enter the key (see the module docstring), so the same inputs

@@ -157,11 +157,17 @@ def extract_features(
     if store.dim != extractor.loaded.hidden_size:
         raise DimensionMismatchError(f"store {store.uri} has dim {store.dim}, model hidden size is {extractor.loaded.hidden_size}")
     if store.provenance.get("model_id") not in (None, extractor.loaded.model_id):
-        raise ProvenanceMismatchError(f"store {store.uri} holds features of {store.provenance.get('model_id')!r}, not {extractor.loaded.model_id!r}")
+        raise ProvenanceMismatchError(
+            f"store {store.uri} holds features of {store.provenance.get('model_id')!r}, not {extractor.loaded.model_id!r}"
+        )
     if extractor.a_np is not None:
         store.write_extra("attention_vector", extractor.a_np)
     pending = store.pending_chunks(shard=shard)
-    lo_hi = range(store.n_chunks) if shard is None else range(store.n_chunks * shard[0] // shard[1], store.n_chunks * (shard[0] + 1) // shard[1])
+    lo_hi = (
+        range(store.n_chunks)
+        if shard is None
+        else range(store.n_chunks * shard[0] // shard[1], store.n_chunks * (shard[0] + 1) // shard[1])
+    )
     stats = ExtractionStats(skipped_chunks=len(lo_hi) - len(pending), batch_size=config.batch_size)
     runner = BackoffRunner(extractor.forward, config.batch_size)
     rows_total = sum(store.chunk_bounds(c)[1] - store.chunk_bounds(c)[0] for c in pending)

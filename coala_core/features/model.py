@@ -176,16 +176,14 @@ def load_model(config: ExtractionConfig) -> LoadedModel:
     source, revision, model_id, prov_revision = _locate(config)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=config.trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            source, revision=revision, dtype=dtype, trust_remote_code=config.trust_remote_code
-        )
+        model = AutoModelForCausalLM.from_pretrained(source, revision=revision, dtype=dtype, trust_remote_code=config.trust_remote_code)
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"could not load causal LM {config.model!r}: {err}") from err
-    if revision is not None or source == config.model:
+    if source == config.model and not Path(source).expanduser().exists():  # a hub id: pin the resolved commit
         prov_revision = getattr(model.config, "_commit_hash", None) or prov_revision
     model.eval()
     model.requires_grad_(False)
-    model.to(device)
+    model.to(device)  # type: ignore[arg-type]  # transformers' stub types .to oddly
     backbone = model.get_decoder() if hasattr(model, "get_decoder") else None
     if backbone is None:
         raise ModelLoadError(f"{config.model!r}: {type(model).__name__} exposes no decoder (get_decoder)")
