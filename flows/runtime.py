@@ -24,6 +24,7 @@ def prepare_environment(workdir: str | Path) -> dict[str, str]:
     wanted = dict(TELEMETRY_OFF)
     if not os.environ.get("PREFECT_API_URL"):
         wanted["PREFECT_HOME"] = str(wd / "prefect")
+        (wd / "prefect").mkdir(parents=True, exist_ok=True)
         wanted["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "true"
         wanted["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"  # first start migrates a new database
     wanted["PREFECT_LOGGING_TO_API_BATCH_INTERVAL"] = "0.3"

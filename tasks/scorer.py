@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import pandas as pd
 
 from tasks.refs import HeadRef
 from tasks.stage import TrackingContext
@@ -19,7 +18,6 @@ def register_scorer(tracking: TrackingContext, head: HeadRef, provenance: dict[s
     ``run.model_alias`` at the new version; returns the version number."""
     client = tracking.client()
     extraction = config.features.to_dict()
-    example = pd.DataFrame({"prompt": ["What is 7 x 8?"], "response": ["Let us count groups of eight together."]})
     with mlflow.start_run(run_id=tracking.parent_run_id):
         info = mlflow.pyfunc.log_model(
             name="reward_model", python_model=str(MODEL_CODE), artifacts={"head": head.uri},

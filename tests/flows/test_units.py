@@ -1,0 +1,90 @@
+"""Layer 1: config, cache keys, compute accounting and task functions called with ``.fn`` (no engine)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import TINY_CONFIG, tiny_overrides
+
+from coala_core.errors import ConfigError, DataError, MissingInputError
+from flows.config import PipelineConfig, parse_overrides
+from tasks.caching import content_token, stable_digest
+from tasks.compute import admm_flops, forward_flops, measure
+from tasks.refs import DatasetRef
+from tasks.stage import TrackingContext
+from tasks.tracking import client_for, ensure_experiment
+
+
+def test_config_composes_stage_configs_and_names_bad_field(tmp_path: Path) -> None:
+    cfg = PipelineConfig.from_yaml(TINY_CONFIG, {"phase2.l2": 0.5})
+    assert cfg.phase2.l2 == 0.5 and cfg.phase1.n_patterns == 4
+    assert cfg.params()["dataset.options.limit"] == 60
+    with pytest.raises(ConfigError, match=r"phase2\.l2"):
+        PipelineConfig.from_yaml(TINY_CONFIG, {"phase2.l2": -1})
+    with pytest.raises(ConfigError, match="unknown_section"):
+        PipelineConfig.build({"dataset": {"input": "x"}, "unknown_section": {}})
+    assert parse_overrides(["phase2.l2=0.1", "run.name=x"]) == {"phase2.l2": 0.1, "run.name": "x"}
+    with pytest.raises(ConfigError):
+        parse_overrides(["no-equals-sign"])
+
+
+def test_cache_tokens_follow_content_not_location(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("same"), b.write_text("same")
+    assert stable_digest({"f": a}) == stable_digest({"f": b})
+    b.write_text("different")
+    assert stable_digest({"f": a}) != stable_digest({"f": b})
+    r1 = DatasetRef(uri="/x/p.parquet", digest="d" * 64, n_rows=3)
+    r2 = DatasetRef(uri="/elsewhere/p.parquet", digest="d" * 64, n_rows=3)
+    assert content_token(r1) == content_token(r2)
+    cfg = PipelineConfig.from_yaml(TINY_CONFIG)
+    assert stable_digest(cfg.phase1) != stable_digest(cfg.phase1.replace(n_patterns=5))
+    with pytest.raises(TypeError):
+        content_token(object())
+
+
+def test_flops_and_meter() -> None:
+    assert forward_flops(100, 10) == 2000.0
+    assert admm_flops(10, 3, 2, 5) > admm_flops(10, 3, 2, 4) > 0
+    with measure() as m:
+        block = bytearray(64 * 2**20)
+        m.flops = 1e12
+    assert m.wall_s > 0 and m.peak_rss_mb > 64 and m.metrics()["tflops"] == 1.0
+    del block
+
+
+def test_build_dataset_fn_writes_pairs_and_card_and_tracks(tmp_path: Path) -> None:
+    from tasks.data import build_dataset_task
+
+    cfg = PipelineConfig.from_yaml(TINY_CONFIG, tiny_overrides(tmp_path / "m", tmp_path))
+    client = client_for(tmp_path)
+    exp = ensure_experiment(client, "units", tmp_path)
+    tracking = TrackingContext(uri=client._tracking_client.tracking_uri, experiment_id=exp, system_metrics=False)
+    ref = build_dataset_task.fn(Path(cfg.dataset.input), "edufeedback", cfg.dataset.builder_config(),
+                                workdir=tmp_path, output=tmp_path / "ds", tracking=tracking)
+    assert ref.n_rows == sum(ref.splits.values()) > 0 and len(ref.digest) == 64
+    assert Path(ref.files["card_md"]).read_text().startswith("# Dataset card")
+    run = client.get_run(ref.mlflow_run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics["rows"] == ref.n_rows
+    assert {d.dataset.digest for d in run.inputs.dataset_inputs} >= {ref.digest[:36]}
+
+
+def test_failed_stage_ends_its_run_failed(tmp_path: Path) -> None:
+    from tasks.data import build_dataset_task
+
+    cfg = PipelineConfig.from_yaml(TINY_CONFIG, tiny_overrides(tmp_path / "m", tmp_path))
+    client = client_for(tmp_path)
+    exp = ensure_experiment(client, "units", tmp_path)
+    tracking = TrackingContext(uri=client._tracking_client.tracking_uri, experiment_id=exp, system_metrics=False)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"not": "a mathdial record"}\n')
+    with pytest.raises(DataError, match="bad.jsonl:1"):
+        build_dataset_task.fn(bad, "edufeedback", cfg.dataset.builder_config(), workdir=tmp_path,
+                              output=tmp_path / "ds", tracking=tracking)
+    runs = client.search_runs([exp])
+    statuses = {r.data.params.get("dataset.input"): r.info.status for r in runs}
+    assert statuses[str(bad)] == "FAILED" and "RUNNING" not in statuses.values()
+    with pytest.raises(MissingInputError, match="dataset.input"):
+        build_dataset_task.fn(tmp_path / "absent.jsonl", "edufeedback", cfg.dataset.builder_config(),
+                              workdir=tmp_path, output=tmp_path / "ds", tracking=tracking)
