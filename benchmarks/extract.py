@@ -74,7 +74,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(ROOT / "data" / "mathdial" / "test.jsonl"))
     ap.add_argument("--model", default="default")
-    ap.add_argument("--rows", type=int, default=64)
+    ap.add_argument("--rows", type=int, default=64, help="pairs to time; 0 = padding statistics only")
     ap.add_argument("--max-tokens", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--json", default=None, help="write the results here")
@@ -102,6 +102,9 @@ def main() -> None:
             truncated += sum(e.prompt_truncated or e.response_truncated for e in encoded)
         pad = padding(by_chunk, cfg.batch_size)
 
+        if args.rows == 0:  # padding only (tokenisation; no model forward)
+            print(json.dumps({"pairs_total": n, "truncated_texts_total": truncated, "padding": pad}, indent=2))
+            return
         sub = read_pairs(sub_path)
         seqs = [e.ids for e in ex.encoder.encode(*texts_of(sub))]
         bare_loop(ex, seqs[: cfg.batch_size], cfg.batch_size)  # warm-up
