@@ -8,7 +8,8 @@ Splitting: u = z (group lasso on z) and alpha * G u = s >= 0, scaled duals lam (
 (default 1/sqrt(n)) rescales the cone rows, which leaves the feasible set unchanged. Steps 3-4, the
 objective at z and alpha G'(s - nu) for the next u-step come from ONE streamed pass over X. Stopping: Boyd
 et al. (2011, section 3.3) primal/dual residuals with absolute and relative tolerances; residual balancing
-of rho (cached factor per rho). ``admm_step`` maps state to state; ``run_admm`` owns stopping and checkpoints.
+of rho every ``rho_adapt_every`` iterations (a new rho costs one factorisation, cached per rho).
+``admm_step`` maps state to state; ``run_admm`` owns stopping and checkpoints.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class ADMMProblem:
     rho_mu: float = 10.0
     rho_tau: float = 2.0
     rho_adapt_until: int = 200
+    rho_adapt_every: int = 20
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -140,7 +142,7 @@ def admm_step(prob: ADMMProblem, st: ADMMState) -> tuple[ADMMState, StepInfo]:
     info = StepInfo(obj, loss, r_pri, r_dual, float(eps_pri), float(eps_dual),
                     float(np.sqrt(sums["viol"] / rows.n)), rows.accuracy(pred), rho, pred)
     new = ADMMState(u, z, lam, s, nu, GtSnu, rho, st.k + 1, st.z_sum + z, st.n_avg + 1)
-    if prob.adaptive_rho and new.k <= prob.rho_adapt_until:
+    if prob.adaptive_rho and new.k <= prob.rho_adapt_until and new.k % prob.rho_adapt_every == 0:
         new = _balance_rho(prob, new, r_pri, r_dual, Gtnu)
     return new, info
 

@@ -64,8 +64,9 @@ class Phase1Config(StageConfig):
     constraint_scale: float | None = Field(None, gt=0.0)
     adaptive_rho: bool = True
     rho_mu: float = Field(10.0, gt=1.0)
-    rho_tau: float = Field(2.0, gt=1.0)
+    rho_tau: float = Field(4.0, gt=1.0)
     rho_adapt_until: int = Field(200, ge=0)
+    rho_adapt_every: int = Field(20, ge=1)
     max_iter: int = Field(2000, ge=1)
     tol: float = Field(1e-4, gt=0.0)
     abs_tol: float | None = Field(None, gt=0.0)

@@ -85,7 +85,7 @@ class Phase1Solver:
         cronos = cfg.solver == "cronos"
         prob = ADMMProblem(rows, self.ustep, beta_int, self.alpha, eps_abs, eps_rel,
                            adaptive_rho=cfg.adaptive_rho and not cronos, rho_mu=cfg.rho_mu, rho_tau=cfg.rho_tau,
-                           rho_adapt_until=cfg.rho_adapt_until)
+                           rho_adapt_until=cfg.rho_adapt_until, rho_adapt_every=cfg.rho_adapt_every)
         fp = fingerprint(rows.n, rows.d, rows.gates, beta, cfg.program)
         hist: dict[str, list[float]] = {}
         start_k = 0

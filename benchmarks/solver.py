@@ -1,0 +1,189 @@
+"""Phase I solver benchmark (issue 5): relative objective gap against wall time, ours vs ``cronos`` mode.
+
+One problem, one run: n rows (n/2 preference pairs), d = 576, P = 10, synthetic features with an LM-like
+spectrum (power-law decay, a large common mean) written to a Zarr FeatureStore; beta = 1e-3 with the
+unscaled loss (the paper's setting), solved as the 1/n-scaled problem with beta/n. The reference optimum is
+our solver run long at tight tolerance; the gap of an iterate is |F - F*| / |F*|, and the time to a target is
+the first time after which the gap stays below it (set-up included). Also measured: one plain read of the
+store against one streamed ADMM iteration over it, and a warm-started beta path against one cold solve.
+
+    .venv/bin/python benchmarks/solver.py            # full size
+    .venv/bin/python benchmarks/solver.py --n 8000   # quick
+    .venv/bin/python benchmarks/solver.py --backend cupy
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from coala_core.phase1 import fit_phase1
+from coala_core.phase1.fit import make_config, prepare
+from coala_core.phase1.path import fit_phase1_path
+
+
+def synthetic_pairs(k: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """k pairs of d-vectors: power-law spectrum s_j ~ j^-0.7, a common mean 5x the typical row, a weak
+    nonlinear preference with noise (so held-out accuracy is well below training accuracy)."""
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    s = np.arange(1, d + 1) ** -0.7
+    mu = rng.standard_normal(d)
+    mu *= 5.0 * np.linalg.norm(s) / np.linalg.norm(mu)
+    a, b = rng.standard_normal(d), rng.standard_normal(d)
+
+    def rows(m: int) -> np.ndarray:
+        return ((rng.standard_normal((m, d)) * s) @ Q.T + mu).astype(np.float32)
+
+    x1, x2 = rows(k), rows(k)
+
+    def util(x: np.ndarray) -> np.ndarray:
+        z = (x - mu) @ Q
+        return np.maximum(z @ (a * s), 0) - 0.7 * np.maximum(z @ (b * s), 0)
+
+    first = util(x1) - util(x2) + 0.5 * np.std(util(x1)) * rng.standard_normal(k) > 0
+    chosen = np.where(first[:, None], x1, x2)
+    rejected = np.where(first[:, None], x2, x1)
+    return chosen, rejected
+
+
+def write_store(path: Path, chosen: np.ndarray, rejected: np.ndarray, chunk_rows: int):  # noqa: ANN201
+    from storage.feature_store import FeatureStore
+
+    k, d = chosen.shape
+    store = FeatureStore.create(str(path), n_rows=k, dim=d, dtype="float32", chunk_rows=chunk_rows,
+                                provenance={"source": "benchmarks/solver.py synthetic"})
+    for c in range(store.n_chunks):
+        lo, hi = store.chunk_bounds(c)
+        store.write_chunk(c, chosen[lo:hi], rejected[lo:hi], [f"p{i}" for i in range(lo, hi)])
+    return FeatureStore.open(str(path), mode="r")
+
+
+def time_to(gaps: np.ndarray, seconds: np.ndarray, target: float) -> float | None:
+    """First time after which the gap stays <= target (None when never)."""
+    above = np.flatnonzero(gaps > target)
+    if above.size == 0:
+        return float(seconds[0])
+    i = above[-1] + 1
+    return float(seconds[i]) if i < len(seconds) else None
+
+
+def trajectory(res, setup: float, ref: float) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+    obj = np.asarray(res.history["objective"])
+    secs = np.asarray(res.history["seconds"]) + setup
+    return np.abs(obj - ref) / abs(ref), secs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=50_000, help="rows (2 per pair)")
+    ap.add_argument("--d", type=int, default=576)
+    ap.add_argument("--P", type=int, default=10)
+    ap.add_argument("--beta-unscaled", type=float, default=1e-3)
+    ap.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
+    ap.add_argument("--ref-iters", type=int, default=3000)
+    ap.add_argument("--cronos-iters", type=int, default=40)
+    ap.add_argument("--path-betas", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=str, default=None, help="write the numbers here")
+    args = ap.parse_args()
+
+    k = args.n // 2
+    n = 2 * k
+    chosen, rejected = synthetic_pairs(k + k // 4, args.d, args.seed)
+    train = (chosen[:k], rejected[:k])
+    val = (chosen[k:], rejected[k:])
+    beta = args.beta_unscaled / n
+    common = dict(n_patterns=args.P, beta=beta, seed=args.seed, backend=args.backend)
+    out: dict[str, object] = {"n": n, "d": args.d, "P": args.P, "beta_unscaled": args.beta_unscaled,
+                              "backend": args.backend, "machine": platform.processor() or platform.machine()}
+    print(f"problem: n={n} rows, d={args.d}, P={args.P}, beta={args.beta_unscaled:g} (unscaled) = {beta:.3g} "
+          f"(1/n-scaled), backend={args.backend}")
+
+    # 1. ours, long and tight: reference optimum and our trajectory
+    cfg = make_config(None, dict(common, tol=1e-9, max_iter=args.ref_iters))
+    t0 = time.perf_counter()
+    solver = prepare(train, None, cfg)
+    setup = time.perf_counter() - t0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ours, _ = solver.solve()
+    ref = ours.objective
+    g_ours, s_ours = trajectory(ours, setup, ref)
+    it_s = float(np.median(np.diff(ours.history["seconds"])))
+    out["ours"] = {"setup_s": setup, "iterations": ours.iterations, "converged": ours.converged,
+                   "objective": ref, "cone_violation": ours.cone_violation, "iteration_s": it_s,
+                   "t_1e-3": time_to(g_ours, s_ours, 1e-3), "t_1e-4": time_to(g_ours, s_ours, 1e-4),
+                   "t_1e-6": time_to(g_ours, s_ours, 1e-6), "train_accuracy": ours.train_accuracy}
+    print(f"ours: set-up {setup:.1f} s, {ours.iterations} iterations ({it_s * 1e3:.0f} ms each), converged="
+          f"{ours.converged}, F*={ref:.10g}, cone violation {ours.cone_violation:.2e}")
+
+    # 2. cronos mode (the authors' u-step) on the same problem: same gates, same standardisation
+    ccfg = make_config(None, dict(common, preset="paper", loss="mean", rho=1e-4 / n, standardize=True,
+                                  drop_degenerate=True, max_iter=args.cronos_iters))
+    t0 = time.perf_counter()
+    csolver = prepare(train, None, ccfg)
+    csetup = time.perf_counter() - t0
+    assert np.array_equal(csolver.rows.gates, solver.rows.gates)
+    cron, _ = csolver.solve()
+    g_cr, s_cr = trajectory(cron, csetup, ref)
+    out["cronos"] = {"setup_s": csetup, "iterations": cron.iterations, "final_gap": float(g_cr[-1]),
+                     "gap_after_6": float(g_cr[min(5, len(g_cr) - 1)]), "seconds": float(s_cr[-1]),
+                     "cone_violation": cron.cone_violation,
+                     "t_1e-1": time_to(g_cr, s_cr, 1e-1), "t_1e-3": time_to(g_cr, s_cr, 1e-3)}
+    print(f"cronos: {cron.iterations} ADMM iterations in {s_cr[-1]:.1f} s; gap after 6: {g_cr[min(5, len(g_cr)-1)]:.3g},"
+          f" final gap {g_cr[-1]:.3g}, cone violation {cron.cone_violation:.2e}")
+    t_ours, t_cr = out["ours"]["t_1e-4"], out["cronos"]["t_1e-1"]
+    ratio = (f"{t_cr / t_ours:.1f}x" if (t_ours and t_cr) else
+             f"cronos did not reach 1e-1 in {s_cr[-1]:.0f} s; ours reached 1e-4 at {t_ours} s")
+    out["speedup_1e-4_vs_cronos_1e-1"] = ratio
+    print(f"ours to 1e-4: {t_ours} s; cronos to 1e-1: {t_cr if t_cr else 'not reached'}; ratio: {ratio}")
+
+    # 3. streamed iteration against one plain read of the store
+    with tempfile.TemporaryDirectory() as tmp:
+        store = write_store(Path(tmp) / "features.zarr", *train, chunk_rows=4096)
+        reads = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for _chunk in store.iter_chunks():
+                pass
+            reads.append(time.perf_counter() - t0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            streamed = fit_phase1(store, **dict(common, memory_budget_mb=0.0, max_iter=8, tol=1e-12))
+        per_it = float(np.median(np.diff(streamed.history["seconds"])))
+        out["stream"] = {"plain_read_s": min(reads), "streamed_iteration_s": per_it,
+                         "ratio": per_it / min(reads), "resident_iteration_s": it_s}
+        print(f"store read {min(reads):.3f} s; streamed iteration {per_it:.3f} s (ratio {per_it / min(reads):.2f});"
+              f" resident iteration {it_s:.3f} s")
+
+    # 4. the beta path (warm-started, selected on validation pairs) against one cold solve at the chosen beta
+    pcfg = dict(common, tol=1e-4, max_iter=2000, path_n_betas=args.path_betas)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        t0 = time.perf_counter()
+        path = fit_phase1_path(train, validation=val, **pcfg)
+        t_path = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fit_phase1(train, **dict(pcfg, beta=path.beta))
+        t_one = time.perf_counter() - t0
+    out["path"] = {"seconds": t_path, "one_solve_s": t_one, "ratio": t_path / t_one, "table": path.path}
+    print(f"path of {args.path_betas} betas: {t_path:.1f} s vs one cold solve {t_one:.1f} s (ratio {t_path / t_one:.2f})")
+    for row in path.path or []:
+        print(f"  beta={row['beta']:.3g} obj={row['objective']:.6g} train={row['train_accuracy']:.3f} "
+              f"val={row['val_accuracy']:.3f} active={row['n_active']} it={row['iterations']}"
+              f"{'  <- selected' if row['selected'] else ''}")
+    print(f"at the paper's beta: train {ours.train_accuracy:.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()
