@@ -61,7 +61,7 @@ def pcg(matvec: Callable[[Any], Any], b: Any, precond: Callable[[Any], Any], x0:
     p = zv.copy()
     rz = float(xp.vdot(r, zv))
     it = 0
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 (returned)
         Ap = matvec(p)
         alpha = rz / float(xp.vdot(p, Ap))
         x = x + alpha * p

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from phase1_helpers import tiny
 
 from coala_core.phase1 import fit_phase1
 from coala_core.phase1.source import to_numpy
-from phase1_helpers import tiny
 
 
 @pytest.mark.parametrize("program,solver", [("relu", "admm"), ("gated", "admm"), ("relu", "cronos")])

@@ -6,11 +6,11 @@ import warnings
 
 import numpy as np
 import pytest
+from phase1_helpers import tiny
 
 from coala_core.errors import ConfigError, DataError, DimensionMismatchError, NonFiniteError, ProvenanceMismatchError
 from coala_core.phase1 import Phase1Config, fit_phase1
 from coala_core.phase1.fit import make_config, prepare
-from phase1_helpers import tiny
 
 
 @pytest.mark.parametrize("program", ["relu", "gated"])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from phase1_helpers import tiny
 
 from coala_core.phase1 import Phase1Result, fit_phase1
-from phase1_helpers import tiny
 
 
 @pytest.mark.parametrize("bias", [False, True])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from phase1_helpers import cvxpy_oracle, standardized, tiny
 
 from coala_core.phase1 import fit_phase1
-from phase1_helpers import cvxpy_oracle, standardized, tiny
 
 TIGHT = dict(tol=1e-11, max_iter=30000, gated_max_iter=50000, compute_dtype="float64", drop_degenerate=False)
 

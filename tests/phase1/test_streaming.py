@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from phase1_helpers import tiny
 
 from coala_core.errors import DataError
 from coala_core.phase1 import PairArrays, fit_phase1
 from coala_core.phase1.source import prefetch
-from phase1_helpers import tiny
 
 BASE = dict(n_patterns=3, beta=0.01, tol=1e-9, max_iter=5000, compute_dtype="float64", drop_degenerate=False)
 

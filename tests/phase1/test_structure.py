@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from phase1_helpers import tiny
 
 from coala_core.phase1.config import Phase1Config
 from coala_core.phase1.data import PreparedRows
 from coala_core.phase1.linalg import StructuredUStep
 from coala_core.phase1.source import ArrayRows
-from phase1_helpers import tiny
 
 
 def dense_operators(rows: PreparedRows) -> tuple[np.ndarray, np.ndarray]:
