@@ -10,7 +10,7 @@ train + validation at the selected beta.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,25 +31,28 @@ def beta_grid(beta_max: float, n_betas: int, min_ratio: float) -> np.ndarray:
 
 def fit_phase1_path(X: Any, y: Any = None, config: Phase1Config | Mapping[str, Any] | None = None, *,
                     validation: Any, validation_y: Any = None, betas: Sequence[float] | None = None,
-                    **overrides: Any) -> Phase1Result:
+                    progress: Callable[[dict[str, Any]], None] | None = None, **overrides: Any) -> Phase1Result:
     """Warm-started beta path with selection on ``validation`` pairwise accuracy.
 
     Returns the selected solve (or the refit on train + validation when ``refit``) with ``path``: one row
     per beta with beta, objective, objective_unscaled, train_accuracy, val_accuracy, n_active, iterations,
-    seconds, converged, and the selection marked ``selected``.
+    seconds, converged, and the selection marked ``selected``. ``progress(event: dict)`` is called after every
+    ADMM iteration (event keys: beta_index, n_betas, beta, iteration, max_iter, objective, residuals) and once
+    per finished beta (``done: True``).
     """
     cfg = make_config(config, overrides)
     if validation is None:
         raise DataError("validation: the path selects beta on held-out rows; pass a validation source")
     t0 = time.perf_counter()
-    solver = prepare(X, y, cfg, validation, validation_y)
+    solver = prepare(X, y, cfg, validation, validation_y, progress)
     grid = np.asarray(betas, dtype=np.float64) if betas is not None else beta_grid(
         solver.beta_max, cfg.path_n_betas, cfg.path_min_ratio)
     tol = cfg.path_tol if cfg.path_tol is not None else cfg.tol
     table: list[dict[str, Any]] = []
     results: list[Phase1Result] = []
     state: Any = None
-    for beta in sorted(grid, reverse=True):
+    for i, beta in enumerate(sorted(grid, reverse=True)):
+        solver.progress_context = {"beta_index": i, "n_betas": len(grid)}
         if cfg.program == "gated":
             res, state = solver.solve(float(beta), tol=tol, a0=state)
         else:
@@ -59,6 +62,9 @@ def fit_phase1_path(X: Any, y: Any = None, config: Phase1Config | Mapping[str, A
                       "train_accuracy": res.train_accuracy, "val_accuracy": res.val_accuracy,
                       "n_active": res.n_active, "iterations": res.iterations, "seconds": res.seconds,
                       "converged": res.converged, "selected": False})
+        if progress is not None:
+            progress({**solver.progress_context, "beta": float(beta), "done": True, "val_accuracy": res.val_accuracy,
+                      "iteration": res.iterations})
     accs = np.array([row["val_accuracy"] for row in table])
     best = int(np.flatnonzero(accs == accs.max())[0])  # first = largest beta among ties
     table[best]["selected"] = True

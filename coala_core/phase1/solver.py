@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -35,8 +36,13 @@ def pairwise_accuracy(rows: PreparedRows, v: Any, w: Any) -> float:
 class Phase1Solver:
     """Prepared Phase I problem; ``solve(beta)`` runs the configured program and solver."""
 
-    def __init__(self, rows: PreparedRows, config: Phase1Config, val_rows: PreparedRows | None = None) -> None:
+    def __init__(self, rows: PreparedRows, config: Phase1Config, val_rows: PreparedRows | None = None,
+                 progress: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.rows, self.config, self.val_rows = rows, config, val_rows
+        #: called after every ADMM iteration with {beta, iteration, objective, r_primal, r_dual, ...} plus
+        #: ``progress_context`` (the path sets beta_index and n_betas there)
+        self.progress = progress
+        self.progress_context: dict[str, Any] = {}
         t0 = time.perf_counter()
         n, P, d = rows.n, rows.P, rows.d
         self.scale_n = float(n) if config.loss == "sum" else 1.0  # internal objective = 1/n-scaled
@@ -106,6 +112,10 @@ class Phase1Solver:
                 hist.setdefault("val_accuracy", []).append(float("nan"))
             if ckpt is not None and every and st.k % every == 0:
                 save_checkpoint(ckpt, st, hist, fp)
+            if self.progress is not None:
+                self.progress({**self.progress_context, "beta": beta, "iteration": st.k - start_k,
+                               "max_iter": max_iter, "objective": info.objective, "r_primal": info.r_primal,
+                               "r_dual": info.r_dual, "cone_violation": info.cone_violation})
 
         state, _, converged, hist = run_admm(prob, state, start_k + max_iter, fixed_iters=cronos, history=hist,
                                              on_iteration=on_iteration)
