@@ -7,14 +7,17 @@ changed Phase II field reruns Phase II (and what reads its head), never Phase I.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mlflow.entities import Metric
 from prefect import task
 
-from coala_core.phase1 import Phase1Config, Phase1Result, fit_phase1_path
+from coala_core.phase1 import Phase1Config, fit_phase1_path
 from coala_core.phase2 import Phase2Config, RewardHead, select_phase2
+from coala_core.phase2.training import phase1_head
 from storage.feature_store import FeatureStore
 from storage.heads import load_head, save_head
 from tasks import artifacts
@@ -31,14 +34,45 @@ def _pairs(features: FeaturesRef, split: str) -> tuple[np.ndarray, np.ndarray]:
     return FeatureStore.open(features[split].uri, mode="r").read_all()
 
 
-def phase1_head(res: Phase1Result) -> RewardHead:
-    """The recovered network of a Phase I solve as a reward head (theta2 from Phase I, beta 1)."""
-    d = res.mean.shape[0]
-    return RewardHead(theta1=np.asarray(res.theta1, np.float64), theta2=np.asarray(res.theta2, np.float64),
-                      mean=np.asarray(res.mean, np.float64), scale=np.asarray(res.scale, np.float64),
-                      gates=np.asarray(res.gates, np.float64), beta=1.0, program=res.program,
-                      bias=res.theta1.shape[0] == d + 1, pattern=np.asarray(res.neuron_pattern, np.int64),
-                      v=np.asarray(res.v, np.float64), w=np.asarray(res.w, np.float64))
+class AdmmMonitor:
+    """The ``progress`` callback of :func:`fit_phase1_path`: a Prefect progress artifact and live ``admm/*`` metrics.
+
+    Every ADMM iteration event (beta_index, n_betas, beta, iteration, max_iter, objective, r_primal, r_dual,
+    cone_violation) becomes ``admm/<name>`` metrics at a step that counts iterations over the whole beta path;
+    they are buffered and sent, with the progress fraction, at most every ``min_interval`` seconds and once
+    per finished beta (event ``done: True``, which also logs ``admm/val_accuracy`` at that step).
+    """
+
+    SERIES = ("objective", "r_primal", "r_dual", "cone_violation", "beta")
+
+    def __init__(self, run: TrackedRun, progress: artifacts.Progress, min_interval: float = 2.0) -> None:
+        self.run, self.progress, self.min_interval = run, progress, min_interval
+        self.step = 0
+        self._buffer: list[Metric] = []
+        self._last_flush = time.monotonic()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        now_ms = int(time.time() * 1000)
+        n_betas = max(int(event.get("n_betas", 1)), 1)
+        index = int(event.get("beta_index", 0))
+        if event.get("done"):
+            self._buffer.append(Metric("admm/val_accuracy", float(event.get("val_accuracy", float("nan"))), now_ms, self.step))
+            self.flush((index + 1) / n_betas, force=True)
+            return
+        self.step += 1
+        self._buffer += [Metric(f"admm/{k}", float(event[k]), now_ms, self.step) for k in self.SERIES
+                         if isinstance(event.get(k), int | float) and np.isfinite(event[k])]
+        within = min(float(event.get("iteration", 0)) / max(float(event.get("max_iter", 1)), 1.0), 1.0)
+        if time.monotonic() - self._last_flush >= self.min_interval:
+            self.flush((index + within) / n_betas)
+
+    def flush(self, fraction: float, *, force: bool = False) -> None:
+        items = [m for m in self._buffer if np.isfinite(m.value)]
+        self._buffer = []
+        for i in range(0, len(items), 1000):
+            self.run.client.log_batch(self.run.run_id, metrics=items[i : i + 1000])
+        self.progress.update(fraction, force=force)
+        self._last_flush = time.monotonic()
 
 
 def _head_ref(path: Path, head: RewardHead, phase: str, metrics: dict[str, float], run: TrackedRun,
@@ -50,7 +84,7 @@ def _head_ref(path: Path, head: RewardHead, phase: str, metrics: dict[str, float
 
 def _history_rows(history: dict[str, list[float]]) -> list[dict[str, float]]:
     n = max((len(v) for v in history.values()), default=0)
-    return [{"iteration": i + 1, **{f"admm/{k}": history[k][i] for k in PHASE1_SERIES if k in history and i < len(history[k])}}
+    return [{"iteration": i + 1, **{f"selected/{k}": history[k][i] for k in PHASE1_SERIES if k in history and i < len(history[k])}}
             for i in range(n)]
 
 
@@ -67,10 +101,12 @@ def phase1_task(features: FeaturesRef, config: Phase1Config, *, workdir: Path, o
             ref = features[split]
             run.log_dataset(ref.uri, name=f"features-{split}", digest=ref.digest, context=split,
                             profile={"n_rows": ref.n_rows, "dim": ref.dim})
-        progress = artifacts.Progress("phase1-admm", "Phase I: ADMM over the beta path")
+        progress = artifacts.Progress("phase1-admm", f"Phase I: ADMM over a path of {config.path_n_betas} betas")
+        monitor = AdmmMonitor(run, progress)
         with measure() as meter:
             (Fw, Fl), (Vw, Vl) = _pairs(features, "train"), _pairs(features, "validation")
-            res = fit_phase1_path((Fw, Fl), config=config, validation=(Vw, Vl))
+            res = fit_phase1_path((Fw, Fl), config=config, validation=(Vw, Vl), progress=monitor)
+            monitor.flush(1.0, force=True)
             path_rows = res.path or []
             iters = int(sum(r.get("iterations", 0) for r in path_rows)) or res.iterations
             meter.flops = admm_flops(2 * Fw.shape[0], Fw.shape[1], config.n_patterns, iters,
@@ -80,7 +116,7 @@ def phase1_task(features: FeaturesRef, config: Phase1Config, *, workdir: Path, o
                       metrics={k: v for k, v in res.summary().items() if k not in ("config", "path")},
                       extra={"training": {"phase1_beta": res.beta, "phase1_path": path_rows}})
         progress.done()
-        run.log_history(_history_rows(res.history))
+        run.log_history(_history_rows(res.history))  # the selected beta's solve, per iteration
         for i, row in enumerate(sorted(path_rows, key=lambda r: -r["beta"])):
             run.log_metrics({f"path/{k}": v for k, v in row.items() if isinstance(v, int | float)}, step=i)
         metrics = {"beta": res.beta, "objective": res.objective, "iterations": float(iters),

@@ -71,25 +71,33 @@ def align_to_store(store_ids: Sequence[str], pair_ids: Sequence[str], columns: M
     return {k: np.asarray(v, dtype=object)[order] for k, v in columns.items()}
 
 
-def _phase1_head(Fw, Fl, Vw, Vl, phase1_config, betas) -> tuple[RewardHead, Any]:
-    from coala_core.phase1 import fit_phase1_path
+def phase1_head(res: Any) -> RewardHead:
+    """The network recovered by a Phase I solve (``coala_core.phase1.Phase1Result``) as a reward head.
 
-    res = fit_phase1_path((Fw, Fl), config=phase1_config, validation=(Vw, Vl), betas=betas)
+    Theta1 (d', m), theta2 (m,), the gates (d', P) (d' = d + 1 with a bias column) and the standardisation
+    (mean, scale: (d,)) come from the solve; beta is 1 (Phase II sets its own). Raises ``DataError`` when the
+    solve kept no neuron (m = 0).
+    """
     if res.n_active == 0:
         raise DataError(
             f"Phase I at the selected beta {res.beta:.3g} kept no neurons; widen the beta path "
             "(path_min_ratio) or give phase1_betas"
         )
-    d = Fw.shape[1]
-    mean = np.zeros(d) if res.mean is None else np.asarray(res.mean, np.float64)
-    scale = np.ones(d) if res.scale is None else np.asarray(res.scale, np.float64)
-    head = RewardHead(
-        theta1=np.asarray(res.theta1, np.float64), theta2=np.asarray(res.theta2, np.float64), mean=mean,
-        scale=scale, gates=np.asarray(res.gates, np.float64), beta=1.0, program=res.program,
-        bias=res.theta1.shape[0] == d + 1, pattern=np.asarray(res.neuron_pattern, np.int64),
-        v=np.asarray(res.v, np.float64), w=np.asarray(res.w, np.float64),
+    return RewardHead(
+        theta1=np.asarray(res.theta1, np.float64), theta2=np.asarray(res.theta2, np.float64),
+        mean=np.asarray(res.mean, np.float64), scale=np.asarray(res.scale, np.float64),
+        gates=np.asarray(res.gates, np.float64), beta=1.0, program=res.program, bias=bool(res.bias),
+        pattern=np.asarray(res.neuron_pattern, np.int64), v=np.asarray(res.v, np.float64),
+        w=np.asarray(res.w, np.float64),
     )
-    return head, res
+
+
+def _fit_phase1_head(Fw, Fl, Vw, Vl, phase1_config, betas) -> tuple[RewardHead, Any]:
+    """Phase I beta path on the train pairs, selected on the validation pairs, as a head (and the result)."""
+    from coala_core.phase1 import fit_phase1_path
+
+    res = fit_phase1_path((Fw, Fl), config=phase1_config, validation=(Vw, Vl), betas=betas)
+    return phase1_head(res), res
 
 
 def train_head(
@@ -117,7 +125,7 @@ def train_head(
     Fw, Fl, Vw, Vl = chosen[tr], rejected[tr], chosen[va], rejected[va]
     phase1 = None
     if config.first_layer == "phase1":
-        head, phase1 = _phase1_head(Fw, Fl, Vw, Vl, phase1_config, config.phase1_betas)
+        head, phase1 = _fit_phase1_head(Fw, Fl, Vw, Vl, phase1_config, config.phase1_betas)
     else:
         F = np.vstack([Fw, Fl]).astype(np.float64)
         head = random_relu_head(chosen.shape[1], config.random_width, seed=config.seed, features=F)

@@ -88,3 +88,33 @@ def test_failed_stage_ends_its_run_failed(tmp_path: Path) -> None:
     with pytest.raises(MissingInputError, match="dataset.input"):
         build_dataset_task.fn(tmp_path / "absent.jsonl", "edufeedback", cfg.dataset.builder_config(),
                               workdir=tmp_path, output=tmp_path / "ds", tracking=tracking)
+
+
+def test_admm_monitor_logs_path_metrics_and_phase1_head_scores(tmp_path: Path) -> None:
+    import numpy as np
+
+    from coala_core.phase1 import Phase1Config, fit_phase1_path
+    from coala_core.phase2.training import phase1_head
+    from tasks.artifacts import Progress
+    from tasks.tracking import start_run
+    from tasks.training import AdmmMonitor
+
+    rng = np.random.default_rng(0)
+    w_true = rng.normal(size=6)
+    Fw, Fl = rng.normal(size=(80, 6)), rng.normal(size=(80, 6))
+    swap = (Fw - Fl) @ w_true < 0
+    Fw[swap], Fl[swap] = Fl[swap].copy(), Fw[swap].copy()
+    Vw, Vl = Fw[:20] + 0.01, Fl[:20] - 0.01
+    client = client_for(tmp_path)
+    run = start_run(client, ensure_experiment(client, "units", tmp_path), "phase1")
+    monitor = AdmmMonitor(run, Progress("phase1-admm", "outside a run: no artifact"), min_interval=0.0)
+    cfg = Phase1Config(n_patterns=3, max_iter=40, path_n_betas=2, tol=1e-4)
+    res = fit_phase1_path((Fw, Fl), config=cfg, validation=(Vw, Vl), progress=monitor)
+    monitor.flush(1.0, force=True)
+    history = client.get_metric_history(run.run_id, "admm/objective")
+    assert [m.step for m in history] == list(range(1, monitor.step + 1)) and monitor.step >= 2
+    assert len({m.value for m in client.get_metric_history(run.run_id, "admm/beta")}) == 2
+    accs = client.get_metric_history(run.run_id, "admm/val_accuracy")
+    assert len(accs) == 2 and accs[-1].step == monitor.step
+    head = phase1_head(res)
+    assert head.width == res.n_active and np.allclose(head.score(Fw[:5]), np.asarray(res.score(Fw[:5])), atol=1e-8)
