@@ -32,10 +32,12 @@ def run(config: Path = typer.Option(..., "--config", help="pipeline YAML (sectio
         set_: list[str] = typer.Option([], "--set", help="override SECTION.FIELD=VALUE (repeatable)")) -> None:
     """Run the whole DAG once: dataset -> features -> Phase I -> Phase II -> evaluation."""
     cfg, extra = _load(config, set_)
-    from flows.pipeline import coala_pipeline
-    from flows.runtime import where_to_look
+    from flows.runtime import interrupt_on_sigterm, where_to_look
 
-    report = coala_pipeline(str(config.resolve()), extra)
+    with interrupt_on_sigterm():
+        from flows.pipeline import coala_pipeline
+
+        report = coala_pipeline(str(config.resolve()), extra)
     typer.echo(where_to_look(cfg.workdir, report.files.get("report")))
 
 

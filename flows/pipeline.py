@@ -14,7 +14,7 @@ from flows.stages import build_dataset, evaluate, extract_features, train_head
 from tasks import artifacts
 from tasks.refs import ReportRef
 from tasks.stage import TrackingContext, prefect_tags
-from tasks.tracking import client_for, code_version, ensure_experiment, params_from_config, start_run
+from tasks.tracking import client_for, code_version, end_status, ensure_experiment, params_from_config, start_run
 
 SUMMARY_KEYS = ("accuracy", "sigmoid_margin", "rewards/margins", "rewards/accuracies", "ece")
 
@@ -67,11 +67,15 @@ def run_pipeline(config: PipelineConfig) -> ReportRef:
         if config.run.register_model:
             from tasks.scorer import register_scorer
 
-            version = register_scorer(tracking, head, features["train"].provenance, config)
-            parent.set_tags({"coala.registered_model": f"{config.run.registered_model}@{config.run.model_alias} (v{version})"})
+            reg = register_scorer(tracking, head, features["train"].provenance, config)
+            note = "" if reg.created else ", head unchanged"
+            parent.set_tags({"coala.registered_model": f"{reg.name}@{reg.alias} (v{reg.version}{note})"})
         status = "FINISHED"
         print(f"report: {report.files.get('report')}  MLflow parent run: {parent.run_id}")
         return report
+    except BaseException as err:  # interrupted (SIGTERM, Ctrl-C) ends KILLED, any other error FAILED
+        status = end_status(err)
+        raise
     finally:
         parent.end(status)
 

@@ -7,11 +7,17 @@ imported: Prefect reads its settings at import. Nothing here runs at import time
 - Prefect: with ``PREFECT_API_URL`` unset, flows run against an ephemeral local server whose database lives
   in ``<workdir>/prefect`` (``PREFECT_HOME``), so the runs can later be browsed with ``prefect server start``.
 - MLflow: with ``MLFLOW_TRACKING_URI`` unset, ``sqlite:///<workdir>/mlflow.db`` and ``<workdir>/mlartifacts``.
+- Interrupts: :func:`interrupt_on_sigterm` turns SIGTERM into an exception in the main thread, so the
+  ``finally`` blocks of the stage and parent runs end their MLflow runs (KILLED) before the process exits.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 TELEMETRY_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
@@ -54,3 +60,26 @@ def where_to_look(workdir: str | Path, report: str | None = None) -> str:
         lines.append(f"Prefect UI:    PREFECT_HOME={wd / 'prefect'} .venv/bin/prefect server start  (then http://127.0.0.1:4200)")
     lines.append("compare runs:  .venv/bin/coala runs compare")
     return "\n".join(lines)
+
+
+@contextmanager
+def interrupt_on_sigterm() -> Iterator[None]:
+    """While the block runs, SIGTERM raises ``KeyboardInterrupt`` in the main thread (inside a flow run,
+    Prefect's engine installs its own bridge that raises ``TerminationSignal``, a ``BaseException`` too).
+    Either unwinds the stack through the runs' ``finally`` blocks; the process then exits 143 (128 + SIGTERM).
+    """
+
+    def _raise(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    except BaseException as err:
+        if type(err).__name__ == "TerminationSignal" or (isinstance(err, KeyboardInterrupt) and err.args
+                                                         and err.args[0] == f"signal {int(signal.SIGTERM)}"):
+            print("terminated (SIGTERM); MLflow runs ended KILLED; rerun the same command to resume", file=sys.stderr)
+            sys.exit(128 + int(signal.SIGTERM))
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -2,7 +2,7 @@
 
 Runs are addressed by explicit run ids through ``MlflowClient`` (no thread-local active run), so a stage
 logs into the right run whichever thread or subprocess Prefect runs it in. A stage run ends FINISHED on
-success and FAILED on any exception; :func:`fail_open_runs` is the Prefect failure hook's safety net for
+success, KILLED when the process is interrupted and FAILED on any other exception; :func:`fail_open_runs` is the Prefect failure hook's safety net for
 runs a timeout or crash left RUNNING. With no ``MLFLOW_TRACKING_URI`` the store is a SQLite file and the
 artifacts a folder under the project's work directory.
 """
@@ -184,10 +184,20 @@ def stage_run(client: MlflowClient, experiment_id: str, stage: str, *, parent_ru
     try:
         yield run
         status = RunStatus.to_string(RunStatus.FINISHED)
+    except BaseException as err:
+        status = end_status(err)
+        raise
     finally:
         if monitor is not None:
             monitor.finish()
         run.end(status)
+
+
+def end_status(err: BaseException) -> str:
+    """How a run that raised ``err`` ends: KILLED when the process was interrupted (Ctrl-C, SIGTERM through
+    :func:`flows.runtime.interrupt_on_sigterm`, ``sys.exit``), FAILED for any other error."""
+    interrupted = isinstance(err, KeyboardInterrupt | SystemExit) or type(err).__name__ in ("TerminationSignal", "Abort")
+    return RunStatus.to_string(RunStatus.KILLED if interrupted else RunStatus.FAILED)
 
 
 def fail_open_runs(client: MlflowClient, experiment_id: str, tag: str, value: str) -> list[str]:

@@ -66,7 +66,12 @@ def test_pipeline_end_to_end_caches_and_tracks(prefect_harness, tiny_model: Path
     ev = next(c for c in children if c.data.tags["coala.stage"] == "evaluate")
     assert "report/report.md" in {a.path for a in client.list_artifacts(ev.info.run_id, "report")}
     version = client.get_model_version_by_alias("coala-tiny-head", "champion")
-    assert int(version.version) == 3
+    assert int(version.version) == 2  # the cached rerun kept v1; the Phase II change made v2
+    versions = client.search_model_versions("name = 'coala-tiny-head'")
+    assert len(versions) == 2 and len({v.tags["coala.head_digest"] for v in versions}) == 2
+    by_start = sorted(parents, key=lambda r: r.info.start_time)
+    assert [p.data.tags["coala.registered_model"] for p in by_start] == [
+        "coala-tiny-head@champion (v1)", "coala-tiny-head@champion (v1, head unchanged)", "coala-tiny-head@champion (v2)"]
 
 
 def test_missing_input_fails_clearly_and_leaves_no_running_run(prefect_harness, tiny_model: Path, tmp_path: Path) -> None:
