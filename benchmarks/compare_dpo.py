@@ -211,6 +211,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--orpo-beta", type=float, default=0.1)
     p.add_argument("--orpo-lr", type=float, default=5e-6)
     p.add_argument("--orpo", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--dpo", action=argparse.BooleanOptionalAction, default=True,
+                   help="--no-dpo runs COALA alone (e.g. more training pairs at the same test pairs)")
     p.add_argument("--patterns", type=int, default=10, help="Phase I P (2P neurons)")
     p.add_argument("--n-betas", type=int, default=12, help="Phase I beta path length")
     p.add_argument("--n-boot", type=int, default=2000)
@@ -251,7 +253,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results["stages"] += coala.pop("stages")
     results["coala_detail"] = coala
     texts = {s: format_pairs(pairs[s], lm.frozen.tokenizer, args.max_tokens, not args.no_chat_template) for s in ("train", "test")}
-    for method in ("dpo", "orpo") if args.orpo else ("dpo",):
+    methods = [m for m, on in (("dpo", args.dpo), ("orpo", args.orpo)) if on]
+    for method in methods:
         out = run_tuned(method, lm, texts, pairs, args)
         results["accuracy"][method] = out.pop(method)
         if "base_lm_log_odds" in out:
