@@ -37,34 +37,50 @@ def _pairs(features: FeaturesRef, split: str) -> tuple[np.ndarray, np.ndarray]:
 class AdmmMonitor:
     """The ``progress`` callback of :func:`fit_phase1_path`: a Prefect progress artifact and live ``admm/*`` metrics.
 
-    Every ADMM iteration event (beta_index, n_betas, beta, iteration, max_iter, objective, r_primal, r_dual,
-    cone_violation) becomes ``admm/<name>`` metrics at a step that counts iterations over the whole beta path;
-    they are buffered and sent, with the progress fraction, at most every ``min_interval`` seconds and once
-    per finished beta (event ``done: True``, which also logs ``admm/val_accuracy`` at that step).
+    ADMM iteration events (beta_index, n_betas, beta, iteration, max_iter, objective, r_primal, r_dual,
+    cone_violation) become ``admm/<name>`` metrics at a step that counts iterations over the whole beta path:
+    every iteration while a beta's ``max_iter`` is at most ``points_per_beta``, else every k-th one (and the
+    last one of each beta). They are buffered and sent, with the progress fraction, at most every
+    ``min_interval`` seconds and once per finished beta (event ``done: True``, which also logs
+    ``admm/val_accuracy`` at that step).
     """
 
     SERIES = ("objective", "r_primal", "r_dual", "cone_violation", "beta")
 
-    def __init__(self, run: TrackedRun, progress: artifacts.Progress, min_interval: float = 2.0) -> None:
+    def __init__(self, run: TrackedRun, progress: artifacts.Progress, min_interval: float = 2.0,
+                 points_per_beta: int = 250) -> None:
         self.run, self.progress, self.min_interval = run, progress, min_interval
+        self.points_per_beta = points_per_beta
         self.step = 0
         self._buffer: list[Metric] = []
+        self._pending: dict[str, Any] | None = None  # the last iteration event, when it was not recorded
         self._last_flush = time.monotonic()
 
     def __call__(self, event: dict[str, Any]) -> None:
-        now_ms = int(time.time() * 1000)
         n_betas = max(int(event.get("n_betas", 1)), 1)
         index = int(event.get("beta_index", 0))
         if event.get("done"):
-            self._buffer.append(Metric("admm/val_accuracy", float(event.get("val_accuracy", float("nan"))), now_ms, self.step))
+            if self._pending is not None:
+                self._record(self._pending)
+            value = float(event.get("val_accuracy", float("nan")))
+            self._buffer.append(Metric("admm/val_accuracy", value, int(time.time() * 1000), self.step))
             self.flush((index + 1) / n_betas, force=True)
             return
         self.step += 1
-        self._buffer += [Metric(f"admm/{k}", float(event[k]), now_ms, self.step) for k in self.SERIES
-                         if isinstance(event.get(k), int | float) and np.isfinite(event[k])]
+        every = -(-int(event.get("max_iter", 1)) // self.points_per_beta)
+        if int(event.get("iteration", self.step)) % max(every, 1) == 0:
+            self._record(event)
+        else:
+            self._pending = event
         within = min(float(event.get("iteration", 0)) / max(float(event.get("max_iter", 1)), 1.0), 1.0)
         if time.monotonic() - self._last_flush >= self.min_interval:
             self.flush((index + within) / n_betas)
+
+    def _record(self, event: dict[str, Any]) -> None:
+        now_ms = int(time.time() * 1000)
+        self._buffer += [Metric(f"admm/{k}", float(event[k]), now_ms, self.step) for k in self.SERIES
+                         if isinstance(event.get(k), int | float) and np.isfinite(event[k])]
+        self._pending = None
 
     def flush(self, fraction: float, *, force: bool = False) -> None:
         items = [m for m in self._buffer if np.isfinite(m.value)]

@@ -118,3 +118,12 @@ def test_admm_monitor_logs_path_metrics_and_phase1_head_scores(tmp_path: Path) -
     assert len(accs) == 2 and accs[-1].step == monitor.step
     head = phase1_head(res)
     assert head.width == res.n_active and np.allclose(head.score(Fw[:5]), np.asarray(res.score(Fw[:5])), atol=1e-8)
+    sparse = AdmmMonitor(start_run(client, run.client.get_run(run.run_id).info.experiment_id, "sparse"),
+                         Progress("x", "no artifact"), min_interval=0.0, points_per_beta=10)
+    for beta_index, last in ((0, 37), (1, 40)):
+        for it in range(1, last + 1):
+            sparse({"beta_index": beta_index, "n_betas": 2, "beta": 1.0 / (beta_index + 1), "iteration": it,
+                    "max_iter": 40, "objective": 1.0 / it, "r_primal": 0.1, "r_dual": 0.1, "cone_violation": 0.0})
+        sparse({"beta_index": beta_index, "n_betas": 2, "done": True, "val_accuracy": 0.5})
+    steps = [m.step for m in client.get_metric_history(sparse.run.run_id, "admm/objective")]
+    assert steps == [4, 8, 12, 16, 20, 24, 28, 32, 36, 37, 41, 45, 49, 53, 57, 61, 65, 69, 73, 77]
