@@ -34,7 +34,7 @@ def _from_gguf_in_memory(config: ExtractionConfig) -> LoadedModel:
     if gguf is None:
         raise ModelLoadError(f"in-memory GGUF fallback only covers the default model, not {config.model!r}")
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model: Any = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     model.hf_quantizer = None  # weights are de-quantised fp32 tensors; let the model be copied and trained
     model.is_quantized = False
     model.eval().requires_grad_(False)

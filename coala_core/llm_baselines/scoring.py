@@ -41,7 +41,8 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 def tokenize_pairs(pairs: Sequence[PairText], tokenizer: Any, max_length: int | None) -> tuple[list[TokenizedSequence], list[TokenizedSequence]]:
     """(chosen sequences, rejected sequences), each of length n_pairs, tokenised as TRL's DPO trainer does."""
-    chosen, rejected = [], []
+    chosen: list[TokenizedSequence] = []
+    rejected: list[TokenizedSequence] = []
     for p in pairs:
         prompt_ids = tokenizer(p.prompt)["input_ids"]
         full_c = tokenizer(p.prompt + p.chosen)["input_ids"]

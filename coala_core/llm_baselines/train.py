@@ -58,7 +58,7 @@ class TuneResult:
 
 
 def _trl_args(config: PreferenceTuneConfig, output_dir: str, use_cpu: bool) -> Any:
-    common = dict(
+    common: dict[str, Any] = dict(
         output_dir=output_dir, per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum, learning_rate=config.learning_rate,
         num_train_epochs=config.epochs, lr_scheduler_type=config.lr_scheduler,
@@ -101,12 +101,12 @@ def tune(model: Any, tokenizer: Any, pairs: Sequence[PairText], config: Preferen
             from trl import DPOTrainer
 
             reference = copy.deepcopy(model).eval().requires_grad_(False)
-            trainer = DPOTrainer(model=model, ref_model=reference, args=args, train_dataset=dataset, processing_class=tokenizer)
+            trainer: Any = DPOTrainer(model=model, ref_model=reference, args=args, train_dataset=dataset, processing_class=tokenizer)
         else:
             from trl.experimental.orpo import ORPOTrainer
 
             trainer = ORPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
-        counter = TokenCounter(trainer.data_collator)
+        counter = TokenCounter(trainer.data_collator)  # type: ignore[has-type]
         trainer.data_collator = counter
         n_params = matmul_params(model, lm_head=True)
         with measure(f"{config.method}_train") as stage:
