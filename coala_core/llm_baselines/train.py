@@ -106,7 +106,7 @@ def tune(model: Any, tokenizer: Any, pairs: Sequence[PairText], config: Preferen
             from trl.experimental.orpo import ORPOTrainer
 
             trainer = ORPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
-        counter = TokenCounter(trainer.data_collator)  # type: ignore[has-type]
+        counter = TokenCounter(trainer.data_collator)
         trainer.data_collator = counter
         n_params = matmul_params(model, lm_head=True)
         with measure(f"{config.method}_train") as stage:
