@@ -18,7 +18,7 @@ import numpy as np
 from coala_core.errors import ConfigError
 from coala_core.phase1.admm import ADMMProblem, ADMMState, init_state, run_admm
 from coala_core.phase1.checkpoint import fingerprint, load_checkpoint, save_checkpoint
-from coala_core.phase1.config import Phase1Config
+from coala_core.phase1.config import ABS_TOL_FACTOR, Phase1Config
 from coala_core.phase1.cronos import NystromCGUStep
 from coala_core.phase1.data import PreparedRows
 from coala_core.phase1.gated import solve_gated
@@ -86,12 +86,13 @@ class Phase1Solver:
     def _solve_relu(self, beta: float, beta_int: float, tol: float, max_iter: int, state: ADMMState | None
                     ) -> tuple[np.ndarray, np.ndarray, bool, dict[str, list[float]], ADMMState, int]:
         cfg, rows = self.config, self.rows
-        eps_abs = cfg.abs_tol if cfg.abs_tol is not None else tol
+        eps_abs = cfg.abs_tol if cfg.abs_tol is not None else ABS_TOL_FACTOR * tol
         eps_rel = cfg.rel_tol if cfg.rel_tol is not None else tol
         cronos = cfg.solver == "cronos"
         prob = ADMMProblem(rows, self.ustep, beta_int, self.alpha, eps_abs, eps_rel,
                            adaptive_rho=cfg.adaptive_rho and not cronos, rho_mu=cfg.rho_mu, rho_tau=cfg.rho_tau,
-                           rho_adapt_until=cfg.rho_adapt_until, rho_adapt_every=cfg.rho_adapt_every)
+                           rho_adapt_until=cfg.rho_adapt_until, rho_adapt_every=cfg.rho_adapt_every,
+                           relaxation=1.0 if cronos else cfg.relaxation)
         fp = fingerprint(rows.n, rows.d, rows.gates, beta, cfg.program)
         hist: dict[str, list[float]] = {}
         start_k = 0
