@@ -10,6 +10,7 @@ store against one streamed ADMM iteration over it, and a warm-started beta path 
     .venv/bin/python benchmarks/solver.py            # full size
     .venv/bin/python benchmarks/solver.py --n 8000   # quick
     .venv/bin/python benchmarks/solver.py --backend cupy
+    .venv/bin/python benchmarks/solver.py --features STORE --pairs PAIRS --beta-scaled 1e-2   # real features
 """
 
 from __future__ import annotations
@@ -54,6 +55,19 @@ def synthetic_pairs(k: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return chosen, rejected
 
 
+def real_pairs(uri: str, pairs_path: str) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Train and validation (chosen, rejected) rows of a feature store, split by its pairs file."""
+    from storage import FeatureStore, read_pairs
+
+    store = FeatureStore.open(uri, mode="r")
+    split = np.asarray(read_pairs(pairs_path).column("split").to_pylist())
+    if len(split) != store.n_rows:
+        raise SystemExit(f"{pairs_path} has {len(split)} rows, the store {store.n_rows}")
+    chosen, rejected = (a.astype(np.float32) for a in store.read_all())
+    tr, va = split == "train", split == "validation"
+    return (chosen[tr], rejected[tr]), (chosen[va], rejected[va])
+
+
 def write_store(path: Path, chosen: np.ndarray, rejected: np.ndarray, chunk_rows: int):  # noqa: ANN201
     from storage.feature_store import FeatureStore
 
@@ -93,14 +107,22 @@ def main() -> None:
     ap.add_argument("--path-betas", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=str, default=None, help="write the numbers here")
+    ap.add_argument("--features", default=None, help="real features: a FeatureStore URI (needs --pairs)")
+    ap.add_argument("--pairs", default=None, help="the pairs Parquet of --features (its split column picks rows)")
+    ap.add_argument("--beta-scaled", type=float, default=None, help="beta of the 1/n-scaled loss (overrides --beta-unscaled)")
     args = ap.parse_args()
 
-    k = args.n // 2
+    if args.features:
+        train, val = real_pairs(args.features, args.pairs)
+        k, args.d = train[0].shape
+    else:
+        k = args.n // 2
+        chosen, rejected = synthetic_pairs(k + k // 4, args.d, args.seed)
+        train = (chosen[:k], rejected[:k])
+        val = (chosen[k:], rejected[k:])
     n = 2 * k
-    chosen, rejected = synthetic_pairs(k + k // 4, args.d, args.seed)
-    train = (chosen[:k], rejected[:k])
-    val = (chosen[k:], rejected[k:])
-    beta = args.beta_unscaled / n
+    beta = args.beta_scaled if args.beta_scaled is not None else args.beta_unscaled / n
+    args.beta_unscaled = beta * n
     common = dict(n_patterns=args.P, beta=beta, seed=args.seed, backend=args.backend)
     out: dict[str, object] = {"n": n, "d": args.d, "P": args.P, "beta_unscaled": args.beta_unscaled,
                               "backend": args.backend, "machine": platform.processor() or platform.machine()}
