@@ -6,6 +6,7 @@ unscaled loss (the paper's setting), solved as the 1/n-scaled problem with beta/
 our solver run long at tight tolerance; the gap of an iterate is |F - F*| / |F*|, and the time to a target is
 the first time after which the gap stays below it (set-up included). Also measured: one plain read of the
 store against one streamed ADMM iteration over it, and a warm-started beta path against one cold solve.
+An iterate whose cone violation (RMS) exceeds MAX_CONE_VIOLATION does not count as reaching any gap.
 
     .venv/bin/python benchmarks/solver.py            # full size
     .venv/bin/python benchmarks/solver.py --n 8000   # quick
@@ -80,8 +81,13 @@ def write_store(path: Path, chosen: np.ndarray, rejected: np.ndarray, chunk_rows
     return FeatureStore.open(str(path), mode="r")
 
 
+#: an iterate counts as reaching a gap only if it is also nearly feasible: the objective of an iterate that
+#: violates the cone constraints can sit at or below F* without being a solution of the program.
+MAX_CONE_VIOLATION = 1e-3
+
+
 def time_to(gaps: np.ndarray, seconds: np.ndarray, target: float) -> float | None:
-    """First time after which the gap stays <= target (None when never)."""
+    """First time after which the gap stays <= target (None when never); infeasible iterates have gap inf."""
     above = np.flatnonzero(gaps > target)
     if above.size == 0:
         return float(seconds[0])
@@ -92,7 +98,9 @@ def time_to(gaps: np.ndarray, seconds: np.ndarray, target: float) -> float | Non
 def trajectory(res, setup: float, ref: float) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
     obj = np.asarray(res.history["objective"])
     secs = np.asarray(res.history["seconds"]) + setup
-    return np.abs(obj - ref) / abs(ref), secs
+    viol = np.asarray(res.history["cone_violation"])
+    gaps = np.abs(obj - ref) / abs(ref)
+    return np.where(viol <= MAX_CONE_VIOLATION, gaps, np.inf), secs
 
 
 def main() -> None:
@@ -156,7 +164,12 @@ def main() -> None:
     assert np.array_equal(csolver.rows.gates, solver.rows.gates)
     cron, _ = csolver.solve()
     g_cr, s_cr = trajectory(cron, csetup, ref)
+    raw = np.abs(np.asarray(cron.history["objective"]) - ref) / abs(ref)
+    viol = np.asarray(cron.history["cone_violation"])
+    print(f"cronos raw objective gap after 6 / last: {raw[min(5, len(raw) - 1)]:.3g} / {raw[-1]:.3g}; cone violation "
+          f"after 6 / last: {viol[min(5, len(viol) - 1)]:.3g} / {viol[-1]:.3g} (gaps count only below {MAX_CONE_VIOLATION:g})")
     out["cronos"] = {"setup_s": csetup, "iterations": cron.iterations, "final_gap": float(g_cr[-1]),
+                     "raw_gap_after_6": float(raw[min(5, len(raw) - 1)]), "raw_final_gap": float(raw[-1]),
                      "gap_after_6": float(g_cr[min(5, len(g_cr) - 1)]), "seconds": float(s_cr[-1]),
                      "cone_violation": cron.cone_violation,
                      "t_1e-1": time_to(g_cr, s_cr, 1e-1), "t_1e-3": time_to(g_cr, s_cr, 1e-3)}
