@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
-        from coala_core.llm_baselines.testing import save_tiny_lm
+        from coala_core.testing import save_tiny_lm
 
         args.model = str(save_tiny_lm(Path(tempfile.mkdtemp(prefix="coala-tiny-")) / "tiny-llama"))
         args.n_train, args.n_val, args.n_test, args.max_tokens = 16, 16, 24, 64

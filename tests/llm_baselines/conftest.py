@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from coala_core.llm_baselines.testing import save_tiny_lm
+from coala_core.testing import save_tiny_lm
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""A tiny random causal LM (Llama architecture, byte-level BPE) for tests and the benchmark's --quick mode.
+"""A tiny random causal LM (Llama architecture, byte-level BPE) for tests and smoke runs (e.g. `--quick` modes).
 
 Nothing is downloaded: the tokenizer is trained on a few sentences, the weights are seeded random, and the
 result is saved as a safetensors model directory that every loader in the project accepts.
@@ -23,7 +23,8 @@ CORPUS = [
 ] * 10
 
 
-def save_tiny_lm(path: Path, *, chat_template: bool = True, seed: int = 0, hidden_size: int = 32, layers: int = 2) -> Path:
+def save_tiny_lm(path: Path, *, chat_template: bool = True, seed: int = 0, hidden_size: int = 32, layers: int = 2,
+                 vocab_size: int = 320) -> Path:
     """Write a tiny random LlamaForCausalLM (vocab ~300) and its tokenizer to ``path``; return ``path``."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -32,7 +33,7 @@ def save_tiny_lm(path: Path, *, chat_template: bool = True, seed: int = 0, hidde
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<|pad|>", "<|im_start|>", "<|im_end|>"],
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|pad|>", "<|im_start|>", "<|im_end|>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(CORPUS, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|pad|>", eos_token="<|im_end|>")
