@@ -50,8 +50,8 @@ def where_to_look(workdir: str | Path, report: str | None = None) -> str:
     if report:
         lines.append(f"report:        {report}")
     lines.append(f"MLflow store:  {mlflow_uri}")
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        lines.append(f"MLflow UI:     {os.environ['MLFLOW_TRACKING_URI']}")
+    if mlflow_uri.startswith(("http://", "https://")):
+        lines.append(f"MLflow UI:     {mlflow_uri}")
     else:
         lines.append(f"MLflow UI:     .venv/bin/mlflow ui --backend-store-uri {mlflow_uri} --port 5000  (then http://127.0.0.1:5000)")
     if os.environ.get("PREFECT_API_URL"):
