@@ -260,7 +260,7 @@ def validate_pairs(path: str | Path) -> ValidationReport:
     report.digest = pairs_digest(t)
     if report.stored_digest and report.stored_digest != report.digest:
         report.problems.append(Problem(None, None, "digest", "content digest differs from the stored digest"))
-    counts: Counter[tuple[str, str]] = Counter(zip(t.column("source").to_pylist(), t.column("split").to_pylist()))
+    counts: Counter[tuple[str, str]] = Counter(zip(t.column("source").to_pylist(), t.column("split").to_pylist(), strict=True))
     for (src, split), n in sorted(counts.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))):
         report.counts.setdefault(str(src), {})[str(split)] = n
     return report

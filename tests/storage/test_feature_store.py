@@ -58,7 +58,7 @@ def test_iter_chunks_streams_whole_chunks_in_order(uri, rows):
     fill(s)
     parts = list(s.iter_chunks(rows))
     assert parts[0][0] == 0 and parts[-1][1] == 10
-    assert all(p[1] == q[0] for p, q in zip(parts, parts[1:]))
+    assert all(p[1] == q[0] for p, q in zip(parts, parts[1:], strict=False))
     chosen, _ = s.read_all()
     np.testing.assert_array_equal(np.vstack([p[2] for p in parts]), chosen)
 

@@ -59,6 +59,6 @@ def test_kill_minus_nine_then_resume_equals_uninterrupted(tmp_path):
 
     ref, done = FeatureStore.open(ref_uri), FeatureStore.open(uri)
     done.verify()
-    for a, b in zip(ref.read_all(), done.read_all()):
+    for a, b in zip(ref.read_all(), done.read_all(), strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(ref.pair_ids(), done.pair_ids())
