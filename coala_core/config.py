@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from coala_core.errors import ConfigError, MissingInputError
 
@@ -32,6 +32,17 @@ class StageConfig(BaseModel):
     """Base of every stage config: frozen, strict about unknown keys, YAML-loadable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    #: named bundles of field values: a config whose ``preset`` field names one starts from those values and
+    #: the fields given explicitly override them (e.g. the authors' defaults as ``preset: paper``)
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") in cls.PRESETS:
+            return {**cls.PRESETS[data["preset"]], **data}
+        return data
 
     @classmethod
     def build(cls, data: Mapping[str, Any] | None = None, **overrides: Any) -> Self:

@@ -34,3 +34,17 @@ def test_errors_name_field_rule_value(tmp_path):
 
 def test_flatten():
     assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+
+
+class WithPreset(StageConfig):
+    PRESETS = {"paper": {"beta": 2.5, "n_patterns": 4}}
+    preset: str = "default"
+    beta: float = 1.0
+    n_patterns: int = 10
+
+
+def test_preset_fills_fields_and_explicit_fields_win():
+    assert WithPreset.build({"preset": "paper"}).beta == 2.5
+    c = WithPreset.build({"preset": "paper", "n_patterns": 7})
+    assert (c.beta, c.n_patterns) == (2.5, 7)
+    assert WithPreset.build({}).beta == 1.0

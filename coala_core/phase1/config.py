@@ -11,7 +11,7 @@ are always reported. ``preset="paper"`` gives the authors' defaults (method.md s
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -103,14 +103,7 @@ class Phase1Config(StageConfig):
     path_tol: float | None = Field(None, gt=0.0)
     refit: bool = False
 
-    @model_validator(mode="before")
-    @classmethod
-    def _apply_preset(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("preset") == "paper":
-            merged = dict(PAPER_PRESET)
-            merged.update(data)
-            return merged
-        return data
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"paper": PAPER_PRESET}
 
     @model_validator(mode="after")
     def _check(self) -> Self:

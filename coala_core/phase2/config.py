@@ -8,7 +8,7 @@ prompt-matched pairs solved by Newton's method, with beta, gamma and l2 chosen o
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -60,14 +60,7 @@ class Phase2Config(StageConfig):
     gamma_grid: list[float] = Field(default_factory=lambda: [0.0, 0.5])
     l2_grid: list[float] = Field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0])
 
-    @model_validator(mode="before")
-    @classmethod
-    def _apply_preset(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("preset") == "paper":
-            merged = dict(PAPER_PRESET)
-            merged.update(data)
-            return merged
-        return data
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"paper": PAPER_PRESET}
 
     @model_validator(mode="after")
     def _check_grids(self) -> Phase2Config:
