@@ -55,7 +55,8 @@ def ensure_experiment(client: MlflowClient, name: str, workdir: str | Path) -> s
     if exp is not None:
         return exp.experiment_id
     location = None
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
+    if not mlflow.get_tracking_uri().startswith(("http://", "https://", "databricks")):
+        # a local store (the embedded SQLite default): keep artifacts beside it, not in ./mlruns of the cwd
         location = (Path(workdir).resolve() / "mlartifacts").as_uri()
     return client.create_experiment(name, artifact_location=location)
 

@@ -127,3 +127,19 @@ def test_admm_monitor_logs_path_metrics_and_phase1_head_scores(tmp_path: Path) -
         sparse({"beta_index": beta_index, "n_betas": 2, "done": True, "val_accuracy": 0.5})
     steps = [m.step for m in client.get_metric_history(sparse.run.run_id, "admm/objective")]
     assert steps == [4, 8, 12, 16, 20, 24, 28, 32, 36, 37, 41, 45, 49, 53, 57, 61, 65, 69, 73, 77]
+
+
+def test_embedded_experiment_keeps_artifacts_in_the_workdir(tmp_path):
+    import mlflow
+
+    from tasks.tracking import ensure_experiment
+
+    previous = mlflow.get_tracking_uri()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    try:
+        mlflow.set_tracking_uri(uri)
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        exp_id = ensure_experiment(client, "artifacts-here", tmp_path / "wd")
+        assert client.get_experiment(exp_id).artifact_location == (tmp_path / "wd" / "mlartifacts").resolve().as_uri()
+    finally:
+        mlflow.set_tracking_uri(previous)
