@@ -1,6 +1,6 @@
 """`coala data`: build EduFeedback by APS, import preference files, validate a pairs file.
 
-Each build writes the Parquet file through ``storage.pairs.write_pairs`` and the dataset card beside it
+Each build writes the Parquet file through ``storage.dataset.write_dataset`` and the dataset card beside it
 (``NAME.card.md``, ``NAME.card.json``). Bad input exits 1 with ``file:line: reason`` and writes nothing;
 ``--skip-invalid`` skips malformed lines and lists them in the card instead. ``--config YAML`` loads the
 ``edufeedback`` or ``import`` section; flags override it.
@@ -18,18 +18,16 @@ import typer
 from coala_cli._common import handle_errors
 from coala_core.config import StageConfig
 from coala_core.data import (
-    DatasetCard,
     DatasetStats,
     EduFeedbackConfig,
     ImportConfig,
     build_edufeedback,
     card_paths,
-    dataset_card,
     import_pairs,
 )
-from coala_core.errors import ConfigError, DataError
-from storage.atomic import atomic_write_text
-from storage.pairs import PAIRS_SCHEMA, PairsInfo, validate_pairs, write_pairs
+from coala_core.errors import ConfigError
+from storage.dataset import write_dataset
+from storage.pairs import PAIRS_SCHEMA, validate_pairs
 
 app = typer.Typer(no_args_is_help=True, help="Build, import and validate preference-pair datasets.")
 
@@ -96,25 +94,8 @@ def _config(cls: type[StageConfig], path: Path | None, section: str, overrides: 
     return cls.build({}, **overrides)
 
 
-def write_dataset(df: pl.DataFrame, stats: DatasetStats, cfg: StageConfig, output: Path) -> tuple[PairsInfo, DatasetCard]:
-    """Write the pairs (``storage.pairs.write_pairs``) and the card beside them; refuse an empty table.
-
-    Nothing is written when the table is empty or invalid. Returns the PairsInfo and the card.
-    """
-    if df.height == 0:
-        drops = ", ".join(f"{k}={v}" for k, v in sorted(stats.drops.items())) or "none"
-        raise DataError(f"no pairs left to write (input records {stats.n_records}, "
-                        f"invalid {len(stats.invalid)}, drops: {drops}); nothing written to {output}")
-    info = write_pairs(df, output, extra_metadata={"source": stats.source, "format": stats.format})
-    card = dataset_card(df, stats, cfg, info.digest)
-    md_path, json_path = card_paths(output)
-    atomic_write_text(md_path, card.markdown)
-    atomic_write_text(json_path, card.json_text())
-    return info, card
-
-
 def _write(df: pl.DataFrame, stats: DatasetStats, cfg: StageConfig, output: Path) -> None:
-    info, card = write_dataset(df, stats, cfg, output)
+    info, card = write_dataset(df, stats, cfg, output, extra_metadata={"source": stats.source, "format": stats.format})
     typer.echo(f"wrote {info.n_rows} pairs to {info.path} (digest {info.digest[:16]})")
     for src, per_split in card.content["counts"].items():
         parts = ", ".join(f"{sp} {v['rows']} rows/{v['groups']} groups" for sp, v in per_split.items())

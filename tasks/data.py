@@ -6,10 +6,9 @@ from pathlib import Path
 
 from prefect import task
 
-from coala_core.data import EduFeedbackConfig, ImportConfig, build_edufeedback, card_paths, dataset_card, import_pairs
+from coala_core.data import EduFeedbackConfig, ImportConfig, build_edufeedback, card_paths, import_pairs
 from coala_core.errors import MissingInputError
-from storage.atomic import atomic_write_text
-from storage.pairs import write_pairs
+from storage.dataset import write_dataset
 from tasks import artifacts
 from tasks.caching import digest_policy, file_digest
 from tasks.compute import measure
@@ -37,11 +36,9 @@ def build_dataset_task(source: Path, builder: str, config: EduFeedbackConfig | I
         with measure() as meter:
             df, stats = BUILD[builder](Path(source), builder_cfg)
             pairs_path = Path(output) / "pairs.parquet"
-            info = write_pairs(df, pairs_path, extra_metadata={"builder": builder, "input": Path(source).name})
-            card = dataset_card(df, stats, builder_cfg, info.digest)
+            info, card = write_dataset(df, stats, builder_cfg, pairs_path,
+                                       extra_metadata={"builder": builder, "input": Path(source).name})
             md_path, json_path = card_paths(pairs_path)
-            atomic_write_text(md_path, card.markdown)
-            atomic_write_text(json_path, card.json_text())
         splits = {s: int(n) for s, n in df.group_by("split").len().iter_rows()}
         metrics = {"rows": float(info.n_rows), **{f"rows/{s}": float(n) for s, n in splits.items()},
                    "dropped": float(sum(stats.drops.values())), **meter.metrics()}
