@@ -86,9 +86,11 @@ def extract(extractor: FeatureExtractor, rows: list[dict[str, Any]], n_params: i
 
 
 def evaluate(r_w: np.ndarray, r_l: np.ndarray, groups: list[str], n_boot: int, seed: int) -> dict[str, Any]:
+    """Accuracy with its group-bootstrap interval, and the per-pair rewards (for paired tests later)."""
     ev = evaluate_rewards(r_w, r_l, groups=groups, n_boot=n_boot, seed=seed)
     return {"accuracy": ev.metrics["accuracy"], "ci95": list(ev.ci["accuracy"]), "n_pairs": int(ev.metrics["n_pairs"]),
-            "ties": int(np.sum(np.asarray(r_w) == np.asarray(r_l)))}
+            "ties": int(np.sum(np.asarray(r_w) == np.asarray(r_l))),
+            "r_w": np.asarray(r_w, np.float64).tolist(), "r_l": np.asarray(r_l, np.float64).tolist()}
 
 
 def run_coala(lm: Any, pairs: dict[str, list[dict[str, Any]]], args: argparse.Namespace, flops_per_s: float) -> dict[str, Any]:
@@ -152,10 +154,12 @@ def run_tuned(method: str, lm: Any, texts: dict[str, Any], pairs: dict[str, list
         "method": method, "beta": args.dpo_beta if method == "dpo" else args.orpo_beta,
         "learning_rate": args.dpo_lr if method == "dpo" else args.orpo_lr, "batch_size": args.batch_size,
         "max_tokens": args.max_tokens, "use_chat_template": not args.no_chat_template, "seed": args.seed,
-        "score_batch_size": args.batch_size,
+        "score_batch_size": args.batch_size, "max_seconds": args.max_train_seconds,
     })
     res = tune(trainable_copy(lm), lm.frozen.tokenizer, texts["train"], cfg)
-    log(f"{method} train: {res.steps} steps, {res.compute.tokens} tokens, {res.compute.seconds:.1f} s")
+    log(f"{method} train: {res.steps} of {res.compute.extra.get('max_steps')} steps"
+        f"{' (stopped at --max-train-seconds: a partial epoch)' if res.compute.extra.get('stopped_early') else ''}, "
+        f"{res.compute.tokens} tokens, {res.compute.seconds:.1f} s")
     scored = score_pairs(res.policy, lm.frozen.tokenizer, texts["test"], cfg, reference=res.reference)
     log(f"{method} score test: {scored.compute.seconds:.1f} s")
     groups = [r["group_id"] for r in pairs["test"]]
@@ -213,6 +217,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--orpo", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--dpo", action=argparse.BooleanOptionalAction, default=True,
                    help="--no-dpo runs COALA alone (e.g. more training pairs at the same test pairs)")
+    p.add_argument("--coala", action=argparse.BooleanOptionalAction, default=True,
+                   help="--no-coala runs the LM baselines alone (COALA scored later on the same test pair_ids)")
+    p.add_argument("--max-train-seconds", type=float, default=None,
+                   help="stop DPO/ORPO training after this wall time (a partial epoch, reported as such)")
     p.add_argument("--patterns", type=int, default=10, help="Phase I P (2P neurons)")
     p.add_argument("--n-betas", type=int, default=12, help="Phase I beta path length")
     p.add_argument("--n-boot", type=int, default=2000)
@@ -225,7 +233,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse(argv)
+    import logging
+
     import torch
+
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(name)s: %(message)s", datefmt="%H:%M:%S")
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -246,12 +258,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         lm = load_lm(ExtractionConfig.build({"model": args.model}))
     log(f"model: {lm.frozen.model_id} rev {lm.frozen.revision} via {lm.source}, {load.seconds:.1f} s")
     results: dict[str, Any] = {"accuracy": {}, "compute": {}, "stages": [load.to_dict()]}
-    coala = run_coala(lm, pairs, args, flops_per_s)
-    for k in ("coala", "coala_phase1_only", "linear_bt"):
-        results["accuracy"][k] = coala.pop(k)
-    results["compute"].update(coala.pop("compute"))
-    results["stages"] += coala.pop("stages")
-    results["coala_detail"] = coala
+    results["test_pair_ids"] = [r["pair_id"] for r in pairs["test"]]
+    results["test_group_ids"] = [r["group_id"] for r in pairs["test"]]
+    if args.coala:
+        coala = run_coala(lm, pairs, args, flops_per_s)
+        for k in ("coala", "coala_phase1_only", "linear_bt"):
+            results["accuracy"][k] = coala.pop(k)
+        results["compute"].update(coala.pop("compute"))
+        results["stages"] += coala.pop("stages")
+        results["coala_detail"] = coala
     texts = {s: format_pairs(pairs[s], lm.frozen.tokenizer, args.max_tokens, not args.no_chat_template) for s in ("train", "test")}
     methods = [m for m, on in (("dpo", args.dpo), ("orpo", args.orpo)) if on]
     for method in methods:

@@ -25,6 +25,8 @@ class PreferenceTuneConfig(StageConfig):
     - ``max_tokens``: budget of prompt + response tokens; the prompt is cut from the left, the response kept.
     - ``use_chat_template``: format texts with the tokenizer's chat template (as the feature extractor does).
     - ``batch_size`` pairs per optimiser step (``per_device_train_batch_size``), ``grad_accum`` micro-steps.
+    - ``max_seconds``: stop training after this much wall time (a partial epoch; the result records the steps
+      run out of the epoch's steps, so a report can say so). ``None``: the whole run.
     """
 
     method: Method = "dpo"
@@ -39,3 +41,4 @@ class PreferenceTuneConfig(StageConfig):
     score_batch_size: int = Field(16, ge=1)
     seed: int = Field(0, ge=0)
     num_threads: int | None = Field(None, ge=1)
+    max_seconds: float | None = Field(None, gt=0.0)

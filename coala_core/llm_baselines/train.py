@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,31 @@ class TokenCounter:
         self.padded_tokens += int(sum(m.numel() for m in masks))
         self.batches += 1
         return batch
+
+
+def _progress_callback(max_seconds: float | None) -> Any:
+    """A TRL/transformers callback: logs every step's metrics and stops training after ``max_seconds``."""
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        def __init__(self) -> None:
+            self.start = time.perf_counter()
+            self.stopped_early = False
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.start = time.perf_counter()
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+            keys = ("loss", "rewards/accuracies", "rewards/margins", "learning_rate")
+            shown = ", ".join(f"{k}={logs[k]:.4g}" for k in keys if logs and isinstance(logs.get(k), int | float))
+            log.info("step %d/%d (%.0f s): %s", state.global_step, state.max_steps, time.perf_counter() - self.start, shown)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if max_seconds is not None and time.perf_counter() - self.start >= max_seconds:
+                self.stopped_early = state.global_step < state.max_steps
+                control.should_training_stop = True
+
+    return Progress()
 
 
 @dataclass
@@ -108,13 +134,16 @@ def tune(model: Any, tokenizer: Any, pairs: Sequence[PairText], config: Preferen
             trainer = ORPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
         counter = TokenCounter(trainer.data_collator)
         trainer.data_collator = counter
+        progress = _progress_callback(config.max_seconds)
+        trainer.add_callback(progress)
         n_params = matmul_params(model, lm_head=True)
         with measure(f"{config.method}_train") as stage:
             trainer.train()
         stage.tokens = counter.tokens
         stage.flops = train_step_flops(n_params, counter.tokens, reference=config.method == "dpo")
         stage.extra.update(padded_tokens=counter.padded_tokens, batches=counter.batches, n_params=n_params,
-                           steps=int(trainer.state.global_step))
+                           steps=int(trainer.state.global_step), max_steps=int(trainer.state.max_steps),
+                           stopped_early=bool(progress.stopped_early))
         history = list(trainer.state.log_history)
         steps = int(trainer.state.global_step)
     model.eval()
