@@ -41,7 +41,8 @@ def extract(
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
 ) -> None:
     """Extract f(prompt + chosen) and f(prompt + rejected) for every pair; resumes an interrupted store."""
-    from storage import FeatureStore, read_digest, read_pairs
+    from storage import FeatureStore, read_pairs
+    from storage.pairs import table_digest
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     overrides = dict(model=model, pooling=pooling, max_tokens=max_tokens, batch_size=batch_size, dtype=dtype, layer=layer, device=device)
@@ -56,9 +57,7 @@ def extract(
         raise fail("give exactly one of --output STORE_URI or --store-root DIR")
     shard_ix = parse_shard(shard)
     table = read_pairs(pairs)
-    digest = read_digest(pairs)
-    if digest is None:
-        raise fail(f"{pairs}: no coala.digest in the Parquet metadata; write it with storage.write_pairs")
+    digest = table_digest(table)  # stored at write time, or computed from the rows (files from polars/pyarrow)
     extractor = FeatureExtractor(load_model(cfg), cfg)
     if output is None:
         key = feature_store_key(digest, extractor.loaded.model_id, extractor.loaded.revision, cfg, extractor.loaded.dtype_name)
@@ -82,3 +81,12 @@ def _yaml_keys(path: Path) -> set[str]:
 
     section = load_yaml(path).get("features") or {}
     return set(section) if isinstance(section, dict) else set()
+
+
+def _register_verify() -> None:
+    from coala_cli.features_verify import verify
+
+    app.command("verify")(verify)
+
+
+_register_verify()

@@ -225,16 +225,40 @@ def read_digest(path: str | Path) -> str | None:
 
 
 def read_pairs(path: str | Path, *, validate: bool = True) -> pa.Table:
-    """Read a pairs file; with ``validate`` check schema, content and the stored digest."""
+    """Read a pairs file; with ``validate`` check schema, content and the stored digest.
+
+    The returned table carries the dataset digest in its metadata (``table_digest``): the one stored at write
+    time, or, for a file written by another tool (polars, plain pyarrow) without it, the digest computed from
+    its rows. A stored digest that no longer matches the rows is an error (the file changed after writing).
+    """
     p = Path(path)
-    t = _open(p).read()
+    pf = _open(p)
+    try:
+        t = pf.read()
+    except (pa.ArrowInvalid, OSError) as err:
+        raise SchemaError(f"{p}: not a readable Parquet file ({err})") from None
     stored = (t.schema.metadata or {}).get(DIGEST_KEY)
     t = conform(t, where=str(p))
+    digest = None
     if validate:
         _raise_first(check_content(t), p)
-        if stored is not None and pairs_digest(t) != stored.decode():
+        digest = pairs_digest(t)
+        if stored is not None and digest != stored.decode():
             raise DataError(f"{p}: content digest does not match the digest stored at write time (file modified?)")
-    return t.replace_schema_metadata({DIGEST_KEY: stored} if stored else None)
+    if stored is None:
+        digest = digest or pairs_digest(t)
+    return t.replace_schema_metadata({DIGEST_KEY: stored or digest.encode()})
+
+
+def table_digest(table: pa.Table) -> str:
+    """The dataset digest of a table from :func:`read_pairs` (stored, or computed from the rows)."""
+    d = (table.schema.metadata or {}).get(DIGEST_KEY)
+    return d.decode() if d else pairs_digest(table)
+
+
+def dataset_digest(path: str | Path) -> str:
+    """The identity of a pairs file: its stored digest, or the digest of its rows when it has none."""
+    return read_digest(path) or pairs_digest(conform(_open(path).read(), where=str(path)))
 
 
 def validate_pairs(path: str | Path) -> ValidationReport:
