@@ -49,3 +49,77 @@ def not_built(command: str, issue: str) -> Callable[..., None]:
 
     _cmd.__doc__ = f"[not built yet] {issue}"
     return _cmd
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Options derived from the config classes (one source of truth for defaults, types and descriptions)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _type_label(annotation: Any) -> str | None:
+    """``Literal['a', 'b']`` -> ``[a|b]``; ``int | None`` -> ``INTEGER``; other types: None (typer's own)."""
+    import types
+    import typing
+
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return "[" + "|".join(str(a) for a in typing.get_args(annotation)) + "]"
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        return _type_label(args[0])
+    if origin in (tuple, list):
+        inner = _type_label(args[0]) if args else None
+        return f"{inner or 'TEXT'},..."
+    return {int: "INTEGER", float: "FLOAT", str: "TEXT"}.get(annotation)
+
+
+def _default_label(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value) or "(empty)"
+    return str(value)
+
+
+def config_option(config_cls: type[Any], field: str, *param_decls: str, help: str | None = None,
+                  default_label: str | None = None) -> Any:
+    """A typer option for ``config_cls.field``: unset (``None``) unless given, so the config (and a YAML
+    ``--config`` section) keeps its value; the help shows the field's type and default from the config class,
+    and the field's ``description`` when ``help`` is not given.
+
+    ``param_decls`` default to ``--field-name`` (``--flag/--no-flag`` for booleans).
+    """
+    info = config_cls.model_fields[field]
+    annotation = info.annotation
+    is_bool = annotation is bool or annotation == (bool | None)
+    flag = "--" + field.replace("_", "-")
+    decls = param_decls or ((f"{flag}/--no-{flag[2:]}",) if is_bool else (flag,))
+    if default_label is None:
+        default_label = "required" if info.is_required() else _default_label(info.get_default(call_default_factory=True))
+    return typer.Option(None, *decls, help=help or info.description or "", show_default=default_label,
+                        metavar=None if is_bool else _type_label(annotation))
+
+
+def set_options(**values: Any) -> dict[str, Any]:
+    """Only the options the user gave (``None`` = not given), for ``StageConfig.build(..., **overrides)``."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def fix_flag_help() -> None:
+    """Typer's rich help types every flag as ``<bool>`` (``--help`` included), which reads as if the flag took a
+    value; show no type for flags instead. Called once by the root app before it renders help."""
+    from typer.core import TyperOption
+
+    if getattr(TyperOption, "_coala_flag_help", False):
+        return
+    original = TyperOption.display_type_rich
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        if self.is_flag:
+            return None
+        return original(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+    TyperOption._coala_flag_help = True  # type: ignore[attr-defined]

@@ -8,15 +8,14 @@ Each build writes the Parquet file through ``storage.dataset.write_dataset`` and
 
 from __future__ import annotations
 
-from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import typer
 
-from coala_cli._common import handle_errors
-from coala_core.config import StageConfig
+from coala_cli._common import config_option, handle_errors, set_options
+from coala_core.config import StageConfig, load_yaml
 from coala_core.data import (
     DatasetStats,
     EduFeedbackConfig,
@@ -25,6 +24,8 @@ from coala_core.data import (
     card_paths,
     import_pairs,
 )
+from coala_core.data.detect import suggest_format
+from coala_core.data.sources import read_records
 from coala_core.errors import ConfigError
 from storage.dataset import write_dataset
 from storage.pairs import PAIRS_SCHEMA, validate_pairs
@@ -34,31 +35,8 @@ app = typer.Typer(no_args_is_help=True, help="Build, import and validate prefere
 MAX_PROBLEMS_SHOWN = 50
 
 
-class ConversationFormat(StrEnum):
-    mathdial = "mathdial"
-    messages = "messages"
-
-
-class PairsFormat(StrEnum):
-    trl = "trl"
-    hh = "hh"
-    ultrafeedback = "ultrafeedback"
-    sentiment = "sentiment"
-    rated = "rated"
-
-
-class APSMode(StrEnum):
-    drop = "drop"
-    wrap = "wrap"
-
-
-class Direction(StrEnum):
-    later_is_worse = "later-is-worse"
-    reversed = "reversed"
-
-
-def _value(e: Enum | None) -> Any:
-    return None if e is None else e.value
+E = EduFeedbackConfig
+IMP = ImportConfig
 
 
 def _splits(text: str | None) -> dict[str, float]:
@@ -75,17 +53,33 @@ def _splits(text: str | None) -> dict[str, float]:
     return dict(zip(("train_fraction", "validation_fraction", "test_fraction"), values, strict=True))
 
 
-def _role_map(text: str | None) -> dict[str, str] | None:
+def _mapping(text: str | None, flag: str, targets: str) -> dict[str, str] | None:
     """``"user=student,assistant=tutor"`` -> mapping (values checked by the config)."""
     if text is None:
         return None
     out = {}
     for item in filter(None, (s.strip() for s in text.split(","))):
         if "=" not in item:
-            raise ConfigError(f"--role-map items must be ROLE=tutor|student|system|skip, got {item!r}")
-        role, target = (s.strip() for s in item.split("=", 1))
-        out[role] = target
+            raise ConfigError(f"{flag} items must be NAME={targets}, got {item!r}")
+        key, target = (s.strip() for s in item.split("=", 1))
+        out[key] = target
     return out
+
+
+def _list(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+SPLITS_HELP = "Group fractions 'train,validation,test'."
+SPLITS_DEFAULT = "0.8,0.1,0.1"
+
+
+def _reading(input_format: str | None, delimiter: str | None, strip_quotes: bool | None, unescape_html: bool | None,
+             split_field: str | None, split_names: str | None) -> dict[str, Any]:
+    """The file-reading and source-split options shared by both builders."""
+    return set_options(input_format=input_format, delimiter="\t" if delimiter in ("\\t", "tab") else delimiter,
+                       strip_quotes=strip_quotes, unescape_html=unescape_html, split_field=split_field,
+                       split_names=_mapping(split_names, "--split-names", "train|validation|test"))
 
 
 def _config(cls: type[StageConfig], path: Path | None, section: str, overrides: dict[str, Any]) -> Any:
@@ -110,35 +104,44 @@ def _write(df: pl.DataFrame, stats: DatasetStats, cfg: StageConfig, output: Path
 @app.command("build-edufeedback")
 @handle_errors
 def build_edufeedback_cmd(
-    input: Path = typer.Option(..., "--input", "-i", help="Conversations file (.jsonl[.gz], .json, .parquet)."),
-    format: ConversationFormat | None = typer.Option(None, "--format", "-f", help="Default mathdial."),
+    input: Path = typer.Option(..., "--input", "-i", help="Conversations file (.jsonl[.gz], .json, .csv, .tsv, .parquet)."),
     output: Path = typer.Option(..., "--output", "-o", help="Pairs Parquet file to write."),
-    config: Path | None = typer.Option(None, "--config", help="YAML file; its 'edufeedback' section."),
-    aps_mode: APSMode | None = typer.Option(None, help="drop (default: no triplet without T_{i+2}) | wrap (authors' code)."),
-    direction: Direction | None = typer.Option(None, help="later-is-worse (default) | reversed."),
-    tutor_role: str | None = typer.Option(None, help="Input role of the tutor (messages format; default assistant)."),
-    role_map: str | None = typer.Option(None, help="ROLE=tutor|student|system|skip,... (messages format)."),
-    include_opening_tutor_turns: bool | None = typer.Option(
-        None, "--include-opening-tutor-turns/--no-include-opening-tutor-turns",
-        help="Keep tutor turns before the first student turn in every prompt (paper: no)."),
-    group_field: str | None = typer.Option(None, help="Record field grouping conversations for splits."),
-    id_field: str | None = typer.Option(None, help="Record field naming the conversation (default 'id')."),
-    source: str | None = typer.Option(None, help="Value of the 'source' column."),
-    splits: str | None = typer.Option(None, help="Group fractions 'train,validation,test' (default 0.8,0.1,0.1)."),
-    seed: int | None = typer.Option(None, help="Seed of the split and the --limit subset (default 0)."),
-    limit: int | None = typer.Option(None, help="Keep at most this many rows, as whole groups (seeded)."),
-    max_prompt_chars: int | None = typer.Option(None, help="Drop rows whose prompt is longer (characters)."),
-    max_response_chars: int | None = typer.Option(None, help="Drop rows whose chosen or rejected is longer."),
-    dedup: bool | None = typer.Option(None, "--dedup/--no-dedup", help="Drop repeated (prompt, chosen, rejected)."),
-    skip_invalid: bool | None = typer.Option(None, "--skip-invalid/--no-skip-invalid",
-                                             help="Skip malformed lines (listed in the card) instead of stopping."),
+    format: str | None = config_option(E, "format", "--format", "-f", help="Record layout of the conversations."),
+    config: Path | None = typer.Option(None, "--config", help="YAML file; its 'edufeedback' section (flags override it)."),
+    aps_mode: str | None = config_option(E, "aps_mode", help="drop: no triplet without T_{i+2}; wrap: the authors' code."),
+    direction: str | None = config_option(E, "direction", help="later-is-worse: chosen T_{i+1}, rejected T_{i+2}."),
+    tutor_role: str | None = config_option(E, "tutor_role", help="Input role of the tutor, as the file names it (messages format)."),
+    role_map: str | None = typer.Option(None, help="ROLE=tutor|student|system|skip,... with the file's role names (messages format).",
+                                        show_default="none"),
+    include_opening_tutor_turns: bool | None = config_option(
+        E, "include_opening_tutor_turns", help="Keep tutor turns before the first student turn in every prompt (paper: no)."),
+    group_field: str | None = config_option(E, "group_field", help="Record field grouping conversations for splits (none: qid for mathdial)."),
+    id_field: str | None = config_option(E, "id_field", help="Record field naming the conversation."),
+    source: str | None = config_option(E, "source", help="Value of the 'source' column (none: from the format)."),
+    splits: str | None = typer.Option(None, help=SPLITS_HELP, show_default=SPLITS_DEFAULT),
+    seed: int | None = config_option(E, "seed", help="Seed of the split and the --limit subset."),
+    limit: int | None = config_option(E, "limit", help="Keep at most this many rows, as whole groups (seeded)."),
+    max_prompt_chars: int | None = config_option(E, "max_prompt_chars", help="Drop rows whose prompt is longer (characters)."),
+    max_response_chars: int | None = config_option(E, "max_response_chars", help="Drop rows whose chosen or rejected is longer."),
+    dedup: bool | None = config_option(E, "dedup", help="Drop repeated (prompt, chosen, rejected)."),
+    skip_invalid: bool | None = config_option(E, "skip_invalid", help="Skip malformed lines (listed in the card) instead of stopping."),
+    input_format: str | None = config_option(E, "input_format", help="How to read --input (auto: by extension)."),
+    delimiter: str | None = config_option(E, "delimiter", help="CSV/TSV field separator ('tab' for a tab; none: by format)."),
+    strip_quotes: bool | None = config_option(E, "strip_quotes", help="Remove one layer of quotes wrapping a whole text value."),
+    unescape_html: bool | None = config_option(E, "unescape_html", help="Decode HTML entities (&#039; -> ') in text values."),
+    split_column: str | None = config_option(E, "split_field", "--split-column",
+                                             help="Keep the source's own split: the field naming it (groups still respected)."),
+    split_names: str | None = typer.Option(None, help="VALUE=train|validation|test,... for --split-column.",
+                                           show_default="train/training, validation/valid/val/dev, test/testing"),
 ) -> None:
     """Preference triplets from tutoring conversations by the Alternating Population Strategy."""
-    overrides = dict(format=_value(format), aps_mode=_value(aps_mode), direction=_value(direction), tutor_role=tutor_role,
-                     role_map=_role_map(role_map), include_opening_tutor_turns=include_opening_tutor_turns,
-                     group_field=group_field, id_field=id_field, source=source, seed=seed, limit=limit,
-                     max_prompt_chars=max_prompt_chars, max_response_chars=max_response_chars, dedup=dedup,
-                     skip_invalid=skip_invalid, **_splits(splits))
+    overrides = set_options(format=format, aps_mode=aps_mode, direction=direction, tutor_role=tutor_role,
+                            role_map=_mapping(role_map, "--role-map", "tutor|student|system|skip"),
+                            include_opening_tutor_turns=include_opening_tutor_turns, group_field=group_field,
+                            id_field=id_field, source=source, seed=seed, limit=limit, max_prompt_chars=max_prompt_chars,
+                            max_response_chars=max_response_chars, dedup=dedup, skip_invalid=skip_invalid,
+                            **_reading(input_format, delimiter, strip_quotes, unescape_html, split_column, split_names),
+                            **_splits(splits))
     cfg = _config(EduFeedbackConfig, config, "edufeedback", overrides)
     df, stats = build_edufeedback(input, cfg)
     _write(df, stats, cfg, output)
@@ -147,41 +150,59 @@ def build_edufeedback_cmd(
 @app.command("import")
 @handle_errors
 def import_cmd(
-    input: Path = typer.Option(..., "--input", "-i", help="Preference file (.jsonl[.gz], .json, .parquet, .csv)."),
-    format: PairsFormat | None = typer.Option(None, "--format", "-f", help="Required here or in --config."),
+    input: Path = typer.Option(..., "--input", "-i", help="Preference file (.jsonl[.gz], .json, .csv, .tsv, .parquet)."),
     output: Path = typer.Option(..., "--output", "-o", help="Pairs Parquet file to write."),
-    config: Path | None = typer.Option(None, "--config", help="YAML file; its 'import' section."),
-    source: str | None = typer.Option(None, help="Value of the 'source' column (default: the format)."),
-    prompt_field: str | None = typer.Option(None, help="rated: prompt column (default 'prompt')."),
-    response_field: str | None = typer.Option(None, help="rated: response column (default 'response')."),
-    score_field: str | None = typer.Option(None, help="rated: score column (default 'score'; HelpSteer: helpfulness)."),
-    text_field: str | None = typer.Option(None, help="sentiment: text column (default 'text')."),
-    label_field: str | None = typer.Option(None, help="sentiment: label column (default 'label')."),
-    positive_labels: str | None = typer.Option(None, help="sentiment: comma-separated positive labels."),
-    negative_labels: str | None = typer.Option(None, help="sentiment: comma-separated negative labels."),
-    drop_ties: bool | None = typer.Option(None, "--drop-ties/--keep-ties", help="ultrafeedback: drop equal scores."),
-    splits: str | None = typer.Option(None, help="Group fractions 'train,validation,test' (default 0.8,0.1,0.1)."),
-    seed: int | None = typer.Option(None, help="Seed of pairing, split and --limit subset (default 0)."),
-    limit: int | None = typer.Option(None, help="Keep at most this many rows, as whole groups (seeded)."),
-    max_prompt_chars: int | None = typer.Option(None, help="Drop rows whose prompt is longer (characters)."),
-    max_response_chars: int | None = typer.Option(None, help="Drop rows whose chosen or rejected is longer."),
-    dedup: bool | None = typer.Option(None, "--dedup/--no-dedup", help="Drop repeated (prompt, chosen, rejected)."),
-    skip_invalid: bool | None = typer.Option(None, "--skip-invalid/--no-skip-invalid",
-                                             help="Skip malformed lines (listed in the card) instead of stopping."),
+    format: str | None = config_option(IMP, "format", "--format", "-f",
+                                       help="Layout of the records (required here or in --config; a hint names it when missing)."),
+    config: Path | None = typer.Option(None, "--config", help="YAML file; its 'import' section (flags override it)."),
+    source: str | None = config_option(IMP, "source", help="Value of the 'source' column (none: the format)."),
+    prompt_field: str | None = config_option(IMP, "prompt_field", help="rated: prompt column."),
+    response_field: str | None = config_option(IMP, "response_field", help="rated: response column."),
+    score_field: str | None = config_option(IMP, "score_field", help="rated: score column (HelpSteer: helpfulness)."),
+    text_field: str | None = config_option(IMP, "text_field", help="sentiment: text column."),
+    label_field: str | None = config_option(IMP, "label_field", help="sentiment: label column."),
+    positive_labels: str | None = config_option(IMP, "positive_labels", help="sentiment: comma-separated positive labels."),
+    negative_labels: str | None = config_option(IMP, "negative_labels", help="sentiment: comma-separated negative labels."),
+    ignore_labels: str | None = config_option(IMP, "ignore_labels",
+                                              help="sentiment: labels to drop (counted in the card), e.g. neutral; '*' = any other."),
+    drop_ties: bool | None = config_option(IMP, "drop_ties", "--drop-ties/--keep-ties", help="ultrafeedback: drop equal scores."),
+    splits: str | None = typer.Option(None, help=SPLITS_HELP, show_default=SPLITS_DEFAULT),
+    seed: int | None = config_option(IMP, "seed", help="Seed of pairing, split and --limit subset."),
+    limit: int | None = config_option(IMP, "limit", help="Keep at most this many rows, as whole groups (seeded)."),
+    max_prompt_chars: int | None = config_option(IMP, "max_prompt_chars", help="Drop rows whose prompt is longer (characters)."),
+    max_response_chars: int | None = config_option(IMP, "max_response_chars", help="Drop rows whose chosen or rejected is longer."),
+    dedup: bool | None = config_option(IMP, "dedup", help="Drop repeated (prompt, chosen, rejected)."),
+    skip_invalid: bool | None = config_option(IMP, "skip_invalid", help="Skip malformed lines (listed in the card) instead of stopping."),
+    input_format: str | None = config_option(IMP, "input_format", help="How to read --input (auto: by extension)."),
+    delimiter: str | None = config_option(IMP, "delimiter", help="CSV/TSV field separator ('tab' for a tab; none: by format)."),
+    strip_quotes: bool | None = config_option(IMP, "strip_quotes", help="Remove one layer of quotes wrapping a whole text value."),
+    unescape_html: bool | None = config_option(IMP, "unescape_html", help="Decode HTML entities (&#039; -> ') in text values."),
+    split_column: str | None = config_option(IMP, "split_field", "--split-column",
+                                             help="Keep the source's own split: the field naming it (groups still respected)."),
+    split_names: str | None = typer.Option(None, help="VALUE=train|validation|test,... for --split-column.",
+                                           show_default="train/training, validation/valid/val/dev, test/testing"),
 ) -> None:
     """Import a preference file in a standard format to the canonical pairs table."""
-
-    def labels(text: str | None) -> tuple[str, ...] | None:
-        return None if text is None else tuple(s.strip() for s in text.split(",") if s.strip())
-
-    overrides = dict(format=_value(format), source=source, prompt_field=prompt_field, response_field=response_field,
-                     score_field=score_field, text_field=text_field, label_field=label_field,
-                     positive_labels=labels(positive_labels), negative_labels=labels(negative_labels),
-                     drop_ties=drop_ties, seed=seed, limit=limit, max_prompt_chars=max_prompt_chars,
-                     max_response_chars=max_response_chars, dedup=dedup, skip_invalid=skip_invalid, **_splits(splits))
+    overrides = set_options(format=format, source=source, prompt_field=prompt_field, response_field=response_field,
+                            score_field=score_field, text_field=text_field, label_field=label_field,
+                            positive_labels=_list(positive_labels), negative_labels=_list(negative_labels),
+                            ignore_labels=_list(ignore_labels), drop_ties=drop_ties, seed=seed, limit=limit,
+                            max_prompt_chars=max_prompt_chars, max_response_chars=max_response_chars, dedup=dedup,
+                            skip_invalid=skip_invalid,
+                            **_reading(input_format, delimiter, strip_quotes, unescape_html, split_column, split_names),
+                            **_splits(splits))
+    if "format" not in overrides and (config is None or "format" not in (load_yaml(config).get("import") or {})):
+        raise ConfigError(f"--format is required; {_format_hint(input, overrides)}")
     cfg = _config(ImportConfig, config, "import", overrides)
     df, stats = import_pairs(input, cfg)
     _write(df, stats, cfg, output)
+
+
+def _format_hint(input: Path, reading: dict[str, Any]) -> str:
+    """What the first records of ``input`` look like (read with the reading options given)."""
+    keys = ("input_format", "delimiter", "strip_quotes", "unescape_html")
+    records, _ = read_records(input, skip_invalid=True, **{k: reading[k] for k in keys if k in reading})
+    return suggest_format([r.data for r in records[:50]])
 
 
 @app.command("validate")

@@ -62,6 +62,12 @@ class LazyGroup(TyperGroup):
             return cmd
         return TyperCommand(name=cmd_name, help=COMMANDS[cmd_name][2], callback=None)
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        from coala_cli._common import fix_flag_help
+
+        fix_flag_help()
+        return super().main(*args, **kwargs)
+
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         ctx._coala_resolving = True
         try:

@@ -6,7 +6,7 @@ by group. Every option is validated at construction (``StageConfig.build`` names
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -15,6 +15,7 @@ from coala_core.errors import ConfigError
 
 ConversationFormat = Literal["mathdial", "messages"]
 ImportFormat = Literal["trl", "hh", "ultrafeedback", "sentiment", "rated"]
+InputFormat = Literal["auto", "jsonl", "json", "csv", "tsv", "parquet"]
 StudentRole = Literal["tutor", "student", "system", "skip"]
 
 
@@ -30,6 +31,16 @@ class DatasetConfig(StageConfig):
     - ``dedup``: drop a row whose (prompt, chosen, rejected) repeats an earlier row.
     - ``skip_invalid``: skip malformed input lines (listed in the card) instead of stopping at the first.
     - ``source``: the ``source`` column value; ``None`` lets the builder pick a name from the format.
+    - ``input_format``: how to read the file; ``auto`` goes by its extension (``.jsonl[.gz]``, ``.json``,
+      ``.csv``, ``.tsv``/``.tab``, ``.parquet``). ``delimiter`` overrides the CSV/TSV field separator; fields use
+      standard CSV quoting (a quoted field may hold separators, newlines and doubled quotes).
+    - ``strip_quotes``: remove one layer of quotes wrapping a whole text value (files that wrap every field in
+      tripled quotes); ``unescape_html``: decode HTML entities (``&#039;`` -> ``'``) in every text value.
+    - ``split_field``: keep the split the source data already has: the record field naming it; its values map
+      to train/validation/test through ``split_names`` (default: train/training, validation/valid/val/dev,
+      test/testing). Groups are still respected (a group found in two source splits is an error); when no record
+      maps to validation, ``validation_fraction`` of the training groups (relative to train + validation) is held
+      out as validation, seeded.
     """
 
     train_fraction: float = Field(0.8, ge=0.0, le=1.0)
@@ -42,6 +53,12 @@ class DatasetConfig(StageConfig):
     dedup: bool = True
     skip_invalid: bool = False
     source: str | None = Field(None, min_length=1)
+    input_format: InputFormat = "auto"
+    delimiter: str | None = Field(None, min_length=1, max_length=1)
+    strip_quotes: bool = False
+    unescape_html: bool = False
+    split_field: str | None = Field(None, min_length=1)
+    split_names: dict[str, Literal["train", "validation", "test"]] | None = None
 
     @model_validator(mode="after")
     def _fractions_sum_to_one(self) -> DatasetConfig:
@@ -56,6 +73,18 @@ class DatasetConfig(StageConfig):
     @property
     def fractions(self) -> tuple[float, float, float]:
         return (self.train_fraction, self.validation_fraction, self.test_fraction)
+
+    def split_of_source(self, value: Any) -> str | None:
+        """The canonical split a source split value maps to (``None``: not mapped)."""
+        names = self.split_names if self.split_names is not None else DEFAULT_SPLIT_NAMES
+        key = str(value).strip()
+        return names.get(key, names.get(key.lower()))
+
+
+DEFAULT_SPLIT_NAMES: dict[str, Literal["train", "validation", "test"]] = {
+    "train": "train", "training": "train", "validation": "validation", "valid": "validation", "val": "validation",
+    "dev": "validation", "test": "test", "testing": "test",
+}
 
 
 class EduFeedbackConfig(DatasetConfig):
@@ -103,6 +132,10 @@ class ImportConfig(DatasetConfig):
       strings); positives and negatives are shuffled with ``seed`` and paired one to one, no prompt.
     - ``rated``: ``prompt_field``, ``response_field``, ``score_field``; per prompt the best-scored response is
       chosen and the worst rejected; prompts whose best and worst scores tie are skipped.
+
+    ``ignore_labels`` (sentiment): labels that are neither positive nor negative and are dropped (counted in
+    the card as ``ignored_label``), e.g. a neutral class; ``*`` ignores every label outside the two lists.
+    Any other label is an invalid record.
     """
 
     format: ImportFormat
@@ -114,6 +147,7 @@ class ImportConfig(DatasetConfig):
     positive_labels: tuple[str, ...] = ("1", "pos", "positive", "true")
     negative_labels: tuple[str, ...] = ("0", "neg", "negative", "false")
     drop_ties: bool = True
+    ignore_labels: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _labels_disjoint(self) -> ImportConfig:
@@ -121,6 +155,9 @@ class ImportConfig(DatasetConfig):
         neg = {s.lower() for s in self.negative_labels}
         if pos & neg:
             raise ConfigError(f"ImportConfig: positive_labels and negative_labels overlap: {sorted(pos & neg)}")
+        ignored = {s.lower() for s in self.ignore_labels}
+        if ignored & (pos | neg):
+            raise ConfigError(f"ImportConfig: ignore_labels overlap the positive/negative labels: {sorted(ignored & (pos | neg))}")
         return self
 
     @property

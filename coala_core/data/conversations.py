@@ -95,6 +95,10 @@ def _student_prefixes(rec: Record) -> list[re.Pattern[str]]:
 
 def parse_mathdial(rec: Record, cfg: EduFeedbackConfig) -> Conversation:
     """A MathDial record -> Conversation (tutor = ``Teacher:`` turns; move tags moved into ``Turn.tags``)."""
+    if "conversation" not in rec.data:
+        from coala_core.data.detect import suggest_format
+
+        raise record_error(rec, f"missing field 'conversation' of the mathdial format; {suggest_format([rec.data])}")
     text = require_str(rec, "conversation")
     students = _student_prefixes(rec)
     turns: list[Turn] = []
@@ -122,17 +126,21 @@ def parse_mathdial(rec: Record, cfg: EduFeedbackConfig) -> Conversation:
     return Conversation(conv_id, group_id, merged, meta, folded)
 
 
-def _role_of(rec: Record, role: str, cfg: EduFeedbackConfig) -> str:
-    if cfg.role_map is not None:
-        if role not in cfg.role_map:
-            raise record_error(rec, f"role {role!r} is not in role_map (mapped roles: {sorted(cfg.role_map)})")
-        return cfg.role_map[role]
-    if role == cfg.tutor_role:
-        return TUTOR
-    return SYSTEM if role == "system" else STUDENT
-
-
 _SHAREGPT_ROLES = {"human": "user", "gpt": "assistant"}
+
+
+def _role_of(rec: Record, role: str, cfg: EduFeedbackConfig) -> str:
+    """The speaker of an input role. ShareGPT's ``human``/``gpt`` also answer to ``user``/``assistant`` (so the
+    default ``tutor_role`` works), while options and messages keep the file's own role names."""
+    names = (role, _SHAREGPT_ROLES.get(role, role))
+    if cfg.role_map is not None:
+        key = next((n for n in names if n in cfg.role_map), None)
+        if key is None:
+            raise record_error(rec, f"role {role!r} is not in role_map (mapped roles: {sorted(cfg.role_map)})")
+        return cfg.role_map[key]
+    if cfg.tutor_role in names:
+        return TUTOR
+    return SYSTEM if "system" in names else STUDENT
 
 
 def _text(rec: Record, value: Any, where: str) -> str:
@@ -157,8 +165,6 @@ def message_list(rec: Record) -> tuple[str, list[tuple[str, str]]]:
         role = msg.get("role", msg.get("from")) if isinstance(msg, dict) else None
         if not isinstance(role, str):
             raise record_error(rec, f"{name}[{j}] must be an object with a string 'role'")
-        if "role" not in msg:
-            role = _SHAREGPT_ROLES.get(role, role)
         content = msg.get("content", msg.get("value"))
         out.append((role, _text(rec, content, f"{name}[{j}].content")))
     return name, out
@@ -167,7 +173,8 @@ def message_list(rec: Record) -> tuple[str, list[tuple[str, str]]]:
 def parse_messages(rec: Record, cfg: EduFeedbackConfig) -> Conversation:
     """A ``{"messages": [{"role", "content"}]}`` record -> Conversation, roles mapped by the config.
 
-    ShareGPT records (``conversations`` with ``from``/``value``; ``human``/``gpt``) are read the same way.
+    ShareGPT records (``conversations`` with ``from``/``value``; ``human``/``gpt``) are read the same way; their
+    role names are kept (``--tutor-role gpt`` and ``--tutor-role assistant`` both select ``gpt`` turns).
     """
     turns: list[Turn] = []
     for role, content in message_list(rec)[1]:

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from coala_core.data.config import DatasetConfig
 from coala_core.data.sources import InvalidRecord
-from coala_core.errors import DuplicateError
+from coala_core.errors import DataError, DuplicateError
 
 SPLITS = ("train", "validation", "test")
 MESSAGE = pl.Struct({"role": pl.Utf8(), "content": pl.Utf8()})
@@ -144,6 +144,27 @@ def assign_splits(group_ids: Sequence[str], fractions: Sequence[float], seed: in
     return out
 
 
+def source_splits(rows: list[dict[str, Any]], cfg: DatasetConfig) -> dict[str, str]:
+    """Groups -> the split their rows carry (``meta['source_split']``, set by the builders under
+    ``cfg.split_field``). A group whose rows disagree is an error. With no validation rows and
+    ``validation_fraction > 0`` a seeded share of the training groups becomes validation."""
+    seen: dict[str, set[str]] = {}
+    for r in rows:
+        seen.setdefault(r["group_id"], set()).add(r["meta"]["source_split"])
+    split_of: dict[str, str] = {}
+    for g, splits in seen.items():
+        if len(splits) > 1:
+            raise DataError(f"group {g!r} has rows in the source splits {sorted(splits)}; a group (conversation or "
+                            f"prompt) must stay in one split (field {cfg.split_field!r})")
+        split_of[g] = splits.pop()
+    if "validation" not in split_of.values() and cfg.validation_fraction > 0:
+        train = [g for g, s in split_of.items() if s == "train"]
+        share = cfg.validation_fraction / (cfg.train_fraction + cfg.validation_fraction)
+        held = assign_splits(train, (1.0 - share, share, 0.0), cfg.seed)
+        split_of.update({g: s for g, s in held.items() if s == "validation"})
+    return split_of
+
+
 def to_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
     """Rows (meta as dict) -> the canonical polars table (meta as sorted-key JSON text).
 
@@ -165,7 +186,10 @@ def finalize(rows: list[dict[str, Any]], cfg: DatasetConfig, stats: DatasetStats
     stats.n_candidates = len(rows)
     rows = filter_rows(rows, cfg, stats.drops)
     rows = limit_groups(rows, cfg.limit, cfg.seed, stats.drops)
-    split_of = assign_splits([r["group_id"] for r in rows], cfg.fractions, cfg.seed)
+    if cfg.split_field is None:
+        split_of = assign_splits([r["group_id"] for r in rows], cfg.fractions, cfg.seed)
+    else:
+        split_of = source_splits(rows, cfg)
     seen: dict[str, int] = {}
     for i, r in enumerate(rows):
         if r["pair_id"] in seen:

@@ -12,7 +12,7 @@ from coala_core.data.aps import APSStats, aps_triplets, label_statistics
 from coala_core.data.config import EduFeedbackConfig
 from coala_core.data.conversations import PARSERS, TUTOR, Conversation, message_list
 from coala_core.data.curation import DatasetStats, finalize
-from coala_core.data.sources import InvalidRecord, collect, read_records
+from coala_core.data.sources import InvalidRecord, Record, collect, read_config_records, source_split
 from coala_core.errors import DataError, DuplicateError
 
 
@@ -23,10 +23,17 @@ def load_conversations(
 
     A malformed record raises DataError ``file:line: reason`` unless ``cfg.skip_invalid``.
     """
-    records, invalid = read_records(source, skip_invalid=cfg.skip_invalid)
+    records, invalid = read_config_records(source, cfg)
     n_records = len(records) + len(invalid)  # lines that were not JSON objects count as records too
     parse = PARSERS[cfg.format]
-    parsed = collect(records, lambda r: (r, parse(r, cfg)), skip_invalid=cfg.skip_invalid, invalid=invalid)
+
+    def parse_one(rec: Record) -> tuple[Record, Conversation]:
+        conv = parse(rec, cfg)
+        if (split := source_split(rec, cfg)) is not None:
+            conv.meta["source_split"] = split
+        return rec, conv
+
+    parsed = collect(records, parse_one, skip_invalid=cfg.skip_invalid, invalid=invalid)
     first_line: dict[str, str] = {}
     for rec, conv in parsed:
         if conv.conversation_id in first_line:

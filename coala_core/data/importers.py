@@ -19,8 +19,18 @@ import polars as pl
 
 from coala_core.data.config import ImportConfig
 from coala_core.data.curation import DatasetStats, finalize
+from coala_core.data.detect import suggest_format
 from coala_core.data.messages import as_messages, parse_hh, prompt_key, response_text, split_implicit
-from coala_core.data.sources import InvalidRecord, Record, collect, read_records, record_error, require_str
+from coala_core.data.sources import (
+    InvalidRecord,
+    Record,
+    collect,
+    read_config_records,
+    record_error,
+    require_str,
+    source_split,
+)
+from coala_core.errors import DataError
 
 Row = dict[str, Any]
 Importer = Callable[[list[Record], ImportConfig, Counter[str], list[InvalidRecord]], list[Row]]
@@ -29,13 +39,14 @@ Importer = Callable[[list[Record], ImportConfig, Counter[str], list[InvalidRecor
 def _row(cfg: ImportConfig, rec: Record, prompt: list[dict[str, str]], chosen: str, rejected: str, meta: Row) -> Row:
     pid = f"{cfg.source_name}-L{rec.line}"
     group = f"{cfg.source_name}-p{prompt_key(prompt)}" if prompt else pid
+    split = source_split(rec, cfg)
     return {"pair_id": pid, "prompt": prompt, "chosen": chosen, "rejected": rejected, "group_id": group,
-            "meta": {"line": rec.line, **meta}}
+            "meta": {"line": rec.line, **meta, **({"source_split": split} if split else {})}}
 
 
 def _field(rec: Record, name: str) -> Any:
     if name not in rec.data or rec.data[name] is None:
-        raise record_error(rec, f"missing field {name!r} (fields present: {sorted(rec.data)[:12]})")
+        raise record_error(rec, f"missing field {name!r}; {suggest_format([rec.data])}")
     return rec.data[name]
 
 
@@ -106,40 +117,61 @@ def _per_record(one: Callable[[Record, ImportConfig, Counter[str]], Row | None])
     return run
 
 
-def _label(rec: Record, cfg: ImportConfig) -> tuple[bool, str, int]:
+IGNORED = "ignored"
+
+
+def _label(rec: Record, cfg: ImportConfig) -> tuple[bool | str, str, int, str | None]:
+    """(True = positive | False = negative | ``IGNORED``, text, line, source split)."""
     text = require_str(rec, cfg.text_field, allow_empty=True)
     value = _field(rec, cfg.label_field)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     key = str(value).strip().lower()
+    split = source_split(rec, cfg)
     if key in {s.lower() for s in cfg.positive_labels}:
-        return True, text, rec.line
+        return True, text, rec.line, split
     if key in {s.lower() for s in cfg.negative_labels}:
-        return False, text, rec.line
+        return False, text, rec.line, split
+    if "*" in cfg.ignore_labels or key in {s.lower() for s in cfg.ignore_labels}:
+        return IGNORED, text, rec.line, split
     raise record_error(
         rec, f"label {value!r} in {cfg.label_field!r} is neither positive {list(cfg.positive_labels)} "
-        f"nor negative {list(cfg.negative_labels)}"
+        f"nor negative {list(cfg.negative_labels)}; drop such labels with --ignore-labels"
     )
 
 
 def import_sentiment(records: list[Record], cfg: ImportConfig, drops: Counter[str], invalid: list[InvalidRecord]) -> list[Row]:
     """Labelled texts -> pairs (positive = chosen, negative = rejected), shuffled with the seed, one to one.
 
-    No prompt; each pair is its own group. Texts left over on the larger side are counted as ``unpaired``.
+    No prompt; each pair is its own group. Texts left over on the larger side are counted as ``unpaired``,
+    texts with an ignored label as ``ignored_label``. With a source split (``split_field``) texts are paired
+    within their split only.
     """
     labelled = collect(records, lambda r: _label(r, cfg), skip_invalid=cfg.skip_invalid, invalid=invalid)
-    pos = [(t, line) for p, t, line in labelled if p]
-    neg = [(t, line) for p, t, line in labelled if not p]
+    drops["ignored_label"] += sum(1 for p, *_ in labelled if p is IGNORED)
+    by_split: dict[str | None, list[tuple[bool | str, str, int, str | None]]] = defaultdict(list)
+    for item in labelled:
+        if item[0] is not IGNORED:
+            by_split[item[3]].append(item)
     rng = np.random.default_rng(cfg.seed)
-    pos = [pos[i] for i in rng.permutation(len(pos))]
-    neg = [neg[i] for i in rng.permutation(len(neg))]
-    n = min(len(pos), len(neg))
-    drops["unpaired"] += len(pos) + len(neg) - 2 * n
     rows = []
-    for k in range(n):
-        pid = f"{cfg.source_name}-{k}"
-        rows.append({"pair_id": pid, "prompt": [], "chosen": pos[k][0], "rejected": neg[k][0], "group_id": pid,
-                     "meta": {"chosen_line": pos[k][1], "rejected_line": neg[k][1]}})
+    for split in sorted(by_split, key=str):
+        items = by_split[split]
+        pos = [(t, line) for p, t, line, _ in items if p is True]
+        neg = [(t, line) for p, t, line, _ in items if p is False]
+        pos = [pos[i] for i in rng.permutation(len(pos))]
+        neg = [neg[i] for i in rng.permutation(len(neg))]
+        n = min(len(pos), len(neg))
+        drops["unpaired"] += len(pos) + len(neg) - 2 * n
+        for k in range(n):
+            pid = f"{cfg.source_name}-{k}" if split is None else f"{cfg.source_name}-{split}-{k}"
+            meta: Row = {"chosen_line": pos[k][1], "rejected_line": neg[k][1]}
+            if split is not None:
+                meta["source_split"] = split
+            rows.append({"pair_id": pid, "prompt": [], "chosen": pos[k][0], "rejected": neg[k][0], "group_id": pid,
+                         "meta": meta})
+    if not drops["ignored_label"]:
+        del drops["ignored_label"]
     return rows
 
 
@@ -149,12 +181,13 @@ def import_rated(records: list[Record], cfg: ImportConfig, drops: Counter[str], 
     Prompts with one response count as ``single_response``; best and worst scores equal as ``rating_tie``.
     """
 
-    def parse(rec: Record) -> tuple[list[dict[str, str]], str, float, int]:
+    def parse(rec: Record) -> tuple[list[dict[str, str]], str, float, int, str | None]:
         prompt = as_messages(rec, _field(rec, cfg.prompt_field), cfg.prompt_field)
-        return prompt, require_str(rec, cfg.response_field, allow_empty=True), _score(rec, cfg.score_field), rec.line
+        return (prompt, require_str(rec, cfg.response_field, allow_empty=True), _score(rec, cfg.score_field), rec.line,
+                source_split(rec, cfg))
 
     items = collect(records, parse, skip_invalid=cfg.skip_invalid, invalid=invalid)
-    by_prompt: dict[str, list[tuple[list[dict[str, str]], str, float, int]]] = defaultdict(list)
+    by_prompt: dict[str, list[tuple[list[dict[str, str]], str, float, int, str | None]]] = defaultdict(list)
     for item in items:
         by_prompt[prompt_key(item[0])].append(item)
     rows = []
@@ -170,8 +203,21 @@ def import_rated(records: list[Record], cfg: ImportConfig, drops: Counter[str], 
         pid = f"{cfg.source_name}-p{key}"
         rows.append({"pair_id": pid, "prompt": best[0], "chosen": best[1], "rejected": worst[1], "group_id": pid,
                      "meta": {"score_field": cfg.score_field, "score_chosen": best[2], "score_rejected": worst[2],
-                              "n_responses": len(group), "chosen_line": best[3], "rejected_line": worst[3]}})
+                              "n_responses": len(group), "chosen_line": best[3], "rejected_line": worst[3],
+                              **_group_split(group)}})
     return rows
+
+
+def _group_split(group: list[tuple[Any, ...]]) -> Row:
+    """``{"source_split": s}`` when the responses of one prompt carry a source split (all must agree)."""
+    splits = {item[4] for item in group}
+    if splits == {None}:
+        return {}
+    if len(splits) > 1:
+        lines = ", ".join(str(item[3]) for item in group)
+        raise DataError(f"one prompt has responses in the source splits {sorted(map(str, splits))} (lines {lines}); "
+                        "a prompt must stay in one split")
+    return {"source_split": splits.pop()}
 
 
 IMPORTERS: dict[str, Importer] = {
@@ -188,7 +234,7 @@ def import_pairs(source: str | Path | Iterable[Mapping[str, Any]], cfg: ImportCo
 
     A malformed record raises DataError ``file:line: reason`` unless ``cfg.skip_invalid``.
     """
-    records, invalid = read_records(source, skip_invalid=cfg.skip_invalid)
+    records, invalid = read_config_records(source, cfg)
     stats = DatasetStats(source=cfg.source_name, format=cfg.format, n_records=len(records) + len(invalid))
     rows = IMPORTERS[cfg.format](records, cfg, stats.drops, invalid)
     stats.invalid = invalid
