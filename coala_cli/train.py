@@ -1,9 +1,11 @@
-"""``coala train``, ``coala evaluate``, ``coala baseline``, ``coala score``: thin wrappers over
-:func:`coala_core.phase2.train_head`, :func:`coala_core.evaluation.evaluate_head`, the baselines and the report.
+"""``coala train``, ``coala evaluate``, ``coala baseline``, ``coala score``: thin wrappers over the engine
+(:func:`coala_core.engine.fit_head`, :func:`coala_core.engine.score_source`), the evaluation, the baselines and
+the report.
 
-Features come from a FeatureStore; splits, sources and groups from the pairs Parquet, aligned to the store's
-rows by ``pair_id``. Config files: ``--config YAML`` with sections ``phase1``, ``phase2`` and ``train``; flags
-override the file.
+Features come from a FeatureStore, read chunk by chunk; splits, sources and groups from the pairs Parquet,
+aligned to the store's rows by ``pair_id``. ``--config YAML`` reads the ``phase1``, ``phase2`` and ``train``
+sections (a pipeline YAML works as is: its other sections are skipped); flags override the file, and a flag
+not given changes nothing.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import typer
 
 from coala_cli._common import handle_errors
 from coala_core.baselines import compare_heads, comparison_table, fit_baselines
+from coala_core.engine.fit import fit_head
+from coala_core.engine.sources import SubsetPairs, align_to_store, score_source
+from coala_core.engine.spec import HeadSpec
 from coala_core.errors import DataError
 from coala_core.evaluation import evaluate_head
-from coala_core.phase1 import Phase1Config
-from coala_core.phase2 import Phase2Config, TrainConfig, align_to_store, train_head
 from coala_core.report import md_table, render_report
 from storage.atomic import atomic_write_bytes, atomic_write_text
 from storage.feature_store import FeatureStore
@@ -30,31 +33,52 @@ FEATURES = typer.Option(..., "--features", help="feature store (path or fsspec U
 PAIRS = typer.Option(None, "--pairs", help="pairs Parquet with split/source/group_id (aligned by pair_id)")
 
 
-def _load(features: str, pairs: Path | None) -> dict[str, Any]:
-    """Features and per-row labels, in the store's row order."""
-    store = FeatureStore.open(features, mode="r")
-    store.verify()
-    chosen, rejected = store.read_all()
+def _labels(store: FeatureStore, pairs: Path | None) -> dict[str, np.ndarray]:
+    """Per-row split, source and group labels in the store's row order (no features are read)."""
     ids = store.pair_ids()
-    data: dict[str, Any] = {"store": store, "chosen": chosen, "rejected": rejected, "pair_id": ids}
     if pairs is None:
         n = len(ids)
-        data.update(split=np.full(n, "all", dtype=object), source=np.full(n, "all", dtype=object),
-                    group_id=ids.astype(object))
-        return data
+        return {"split": np.full(n, "all", dtype=object), "source": np.full(n, "all", dtype=object),
+                "group_id": ids.astype(object)}
     from storage.pairs import read_pairs
 
     table = read_pairs(pairs)
     cols = {k: table.column(k).to_pylist() for k in ("split", "source", "group_id")}
-    data.update(align_to_store(ids, table.column("pair_id").to_pylist(), cols, where=str(pairs)))
-    return data
+    return align_to_store(ids, table.column("pair_id").to_pylist(), cols, where=str(pairs))
 
 
-def _configs(config: Path | None, p1: dict[str, Any], p2: dict[str, Any], tr: dict[str, Any]):
+def _open(features: str) -> FeatureStore:
+    store = FeatureStore.open(features, mode="r")
+    store.verify()
+    return store
+
+
+def _rows(labels: dict[str, np.ndarray], split: str) -> np.ndarray:
+    rows = np.flatnonzero(labels["split"] == split) if split != "all" else np.arange(len(labels["split"]))
+    if rows.size == 0:
+        raise DataError(f"--split {split}: no pairs with that split label")
+    return rows
+
+
+def _materialize(source: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of a pair source as two arrays (for the in-memory baselines only), read chunk by chunk."""
+    chosen = np.empty((source.n_rows, source.dim), dtype=np.float32)
+    rejected = np.empty_like(chosen)
+    for start, stop, c, r in source.iter_chunks():
+        chosen[start:stop], rejected[start:stop] = c, r
+    return chosen, rejected
+
+
+def _pipeline_sections() -> list[str]:
+    from flows.config import PipelineConfig
+
+    return list(PipelineConfig.model_fields)
+
+
+def _spec(config: Path | None, overrides: dict[str, dict[str, Any]]) -> HeadSpec:
     if config is None:
-        return Phase1Config.build(p1), Phase2Config.build(p2), TrainConfig.build(tr)
-    return (Phase1Config.from_yaml(config, "phase1", **p1), Phase2Config.from_yaml(config, "phase2", **p2),
-            TrainConfig.from_yaml(config, "train", **tr))
+        return HeadSpec.with_overrides({}, overrides)
+    return HeadSpec.from_yaml(config, ignore=_pipeline_sections(), overrides=overrides)
 
 
 @handle_errors
@@ -62,51 +86,45 @@ def train(
     features: str = FEATURES,
     pairs: Path = typer.Option(..., "--pairs", help="pairs Parquet with the split column"),
     output: Path = typer.Option(..., "--output", help="head directory to write"),
-    config: Path | None = typer.Option(None, "--config", help="YAML with phase1/phase2/train sections"),
+    config: Path | None = typer.Option(None, "--config", help="YAML with phase1/phase2/train sections (a pipeline YAML works)"),
     preset: str | None = typer.Option(None, help="Phase II preset: convex or paper"),
     loss: str | None = typer.Option(None, help="Phase II loss: pairwise or pointwise"),
     solver: str | None = typer.Option(None, help="Phase II solver: newton, agd or adamw"),
     phase1_preset: str | None = typer.Option(None, help="Phase I preset: default or paper"),
     n_patterns: int | None = typer.Option(None, help="Phase I P (2P neurons)"),
+    backend: str | None = typer.Option(None, help="Phase I backend: auto (GPU when cupy sees one), numpy or cupy"),
+    memory_budget_mb: float | None = typer.Option(None, help="Phase I: keep rows in (device) memory up to this size, else stream"),
     first_layer: str | None = typer.Option(None, help="phase1 or random"),
     seed: int | None = typer.Option(None),
 ) -> None:
     """Run Phase I (beta path selected on validation) then Phase II, and write the head."""
-    p1cfg, p2cfg, trcfg = _configs(
-        config, {"preset": phase1_preset, "n_patterns": n_patterns, "seed": seed},
-        {"preset": preset, "loss": loss, "solver": solver, "seed": seed}, {"first_layer": first_layer, "seed": seed},
-    )
-    data = _load(features, pairs)
-    result = train_head(data["chosen"], data["rejected"], data["split"], phase1_config=p1cfg,
-                        phase2_config=p2cfg, config=trcfg)
-    meta = result.training_meta()
-    val = [h for h in result.phase2.history if "val/accuracy" in h]
-    save_head(
-        output, result.head, provenance=data["store"].provenance,
-        config={"phase1": p1cfg.to_dict(), "phase2": result.phase2.config.to_dict(), "train": trcfg.to_dict()},
-        metrics={"val_accuracy": val[-1]["val/accuracy"] if val else None, **meta["phase2_summary"]},
-        extra={"training": meta, "features": {"uri": str(features), "pairs": str(pairs)}},
-    )
-    s = meta["phase2_summary"]
-    typer.echo(f"head written to {output}: d={result.head.dim}, m={result.head.width}, "
-               f"Phase I beta={meta['phase1_beta']}, Phase II beta={s['beta']} gamma={s['gamma']} l2={s['l2']}, "
-               f"||grad||={s['grad_norm']:.2e}, validation accuracy="
-               f"{val[-1]['val/accuracy'] if val else float('nan'):.4f}")
+    spec = _spec(config, {
+        "phase1": {"preset": phase1_preset, "n_patterns": n_patterns, "seed": seed, "backend": backend,
+                   "memory_budget_mb": memory_budget_mb},
+        "phase2": {"preset": preset, "loss": loss, "solver": solver, "seed": seed},
+        "train": {"first_layer": first_layer, "seed": seed},
+    })
+    store = _open(features)
+    labels = _labels(store, pairs)
+    train_rows = SubsetPairs(store, np.flatnonzero(labels["split"] == "train"), "train")
+    val_rows = SubsetPairs(store, np.flatnonzero(labels["split"] == "validation"), "validation")
+    trained = fit_head(train_rows, val_rows, spec)
+    save_head(output, trained.head, provenance=store.provenance, **trained.record.head_json())
+    rec = trained.record
+    s, val = rec.phase2_summary, rec.validation_accuracy()
+    typer.echo(f"head written to {output}: d={trained.head.dim}, m={trained.head.width}, "
+               f"Phase I beta={rec.phase1_beta}, Phase II beta={s['beta']} gamma={s['gamma']} l2={s['l2']}, "
+               f"||grad||={s['grad_norm']:.2e}, validation accuracy={float('nan') if val is None else val:.4f}")
 
 
-def _subset(data: dict[str, Any], split: str) -> np.ndarray:
-    rows = np.flatnonzero(data["split"] == split) if split != "all" else np.arange(len(data["pair_id"]))
-    if rows.size == 0:
-        raise DataError(f"--split {split}: no pairs with that split label")
-    return rows
-
-
-def _baselines(data: dict[str, Any], head, rows: np.ndarray, seed: int, n_boot: int) -> list[dict[str, Any]]:
-    tr, va = _subset(data, "train"), _subset(data, "validation")
-    C, R = data["chosen"], data["rejected"]
-    heads = fit_baselines(C[tr], R[tr], C[va], R[va], width=head.width, seed=seed)
+def _baselines(store: FeatureStore, labels: dict[str, np.ndarray], head, rows: np.ndarray, seed: int,
+               n_boot: int) -> list[dict[str, Any]]:
+    Cw, Cl = _materialize(SubsetPairs(store, _rows(labels, "train")))
+    Vw, Vl = _materialize(SubsetPairs(store, _rows(labels, "validation")))
+    heads = fit_baselines(Cw, Cl, Vw, Vl, width=head.width, seed=seed)
     heads = {"coala": head, **heads}
-    evals = compare_heads(heads, C[rows], R[rows], groups=data["group_id"][rows], n_boot=n_boot, seed=seed)
+    Tw, Tl = _materialize(SubsetPairs(store, rows))
+    evals = compare_heads(heads, Tw, Tl, groups=labels["group_id"][rows], n_boot=n_boot, seed=seed)
     table = comparison_table(evals)
     for row in table:
         h = heads[row["head"]]
@@ -127,13 +145,14 @@ def evaluate(
     seed: int = typer.Option(0),
 ) -> None:
     """Write metrics JSON, plots and report.md for the head on held-out pairs."""
-    data = _load(features, pairs)
-    h = load_head(head, expected_dim=data["store"].dim, expected_provenance=data["store"].provenance)
+    store = _open(features)
+    h = load_head(head, expected_dim=store.dim, expected_provenance=store.provenance)
+    labels = _labels(store, pairs)
     split = split or ("test" if pairs is not None else "all")
-    rows = _subset(data, split)
-    ev = evaluate_head(h, data["chosen"][rows], data["rejected"][rows], sources=data["source"][rows],
-                       groups=data["group_id"][rows], n_boot=n_boot, seed=seed)
-    table = _baselines(data, h, rows, seed, n_boot) if baselines else None
+    rows = _rows(labels, split)
+    ev = evaluate_head(h, SubsetPairs(store, rows, split), sources=labels["source"][rows],
+                       groups=labels["group_id"][rows], n_boot=n_boot, seed=seed)
+    table = _baselines(store, labels, h, rows, seed, n_boot) if baselines else None
     files = render_report(evaluations={split: ev}, head_meta=h.meta, baselines=table,
                           inputs={"head": str(head), "features": features, "pairs": str(pairs), "split": split})
     output.mkdir(parents=True, exist_ok=True)
@@ -156,13 +175,15 @@ def baseline(
     seed: int = typer.Option(0),
 ) -> None:
     """Fit the linear Bradley-Terry and AdamW ReLU-net baselines on the same features and compare."""
-    data = _load(features, pairs)
+    store = _open(features)
+    labels = _labels(store, pairs)
     if head is not None:
-        h = load_head(head, expected_dim=data["store"].dim, expected_provenance=data["store"].provenance)
+        h = load_head(head, expected_dim=store.dim, expected_provenance=store.provenance)
     else:
-        h = train_head(data["chosen"], data["rejected"], data["split"],
-                       config=TrainConfig(first_layer="random", seed=seed)).head
-    table = _baselines(data, h, _subset(data, split), seed, n_boot)
+        spec = HeadSpec.build({"train": {"first_layer": "random", "seed": seed}})
+        h = fit_head(SubsetPairs(store, _rows(labels, "train")), SubsetPairs(store, _rows(labels, "validation")),
+                     spec).head
+    table = _baselines(store, labels, h, _rows(labels, split), seed, n_boot)
     text = md_table(table)
     typer.echo(text)
     if output is not None:
@@ -180,8 +201,7 @@ def score(
     """Score every pair of the store with the head; write pair_id, rewards, margin and probability."""
     store = FeatureStore.open(features, mode="r")
     h = load_head(head, expected_dim=store.dim, expected_provenance=store.provenance)
-    chosen, rejected = store.read_all()
-    r_w, r_l = h.score(chosen), h.score(rejected)
+    r_w, r_l = score_source(h, store, str(features))
     write_scores(output, {"pair_id": store.pair_ids(), "reward_chosen": r_w, "reward_rejected": r_l,
                           "margin": r_w - r_l, "p_chosen": 1.0 / (1.0 + np.exp(-h.beta * (r_w - r_l)))})
     typer.echo(f"{len(r_w)} pairs scored; accuracy {np.mean(r_w > r_l):.4f}; written to {output}")

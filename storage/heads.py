@@ -13,6 +13,7 @@ from another model, layer, pooling or truncation.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -72,9 +73,42 @@ def save_head(
         **dict(extra or {}),
     }
     with atomic_dir(path) as tmp:
-        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": str(HEAD_FORMAT), "code_version": CODE_VERSION})
+        # no safetensors metadata: its keys were serialised in a per-process order, so identical heads gave
+        # different bytes (the format and code version are in head.json)
+        save_file(tensors, str(tmp / WEIGHTS))
         (tmp / META).write_text(json.dumps(_jsonable(meta), indent=2, sort_keys=True), encoding="utf-8")
     return Path(path)
+
+
+#: the head.json fields that, with the tensors, make a head's identity (metrics and histories do not)
+IDENTITY_KEYS = ("format", "dim", "width", "n_gates", "beta", "program", "bias", "config")
+
+
+def canonical_digest(tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> str:
+    """sha256 over a canonical encoding of a head: for each tensor in name order its name, dtype, shape and
+    little-endian C-order bytes, then the canonical JSON (sorted keys, no spaces) of ``meta``'s
+    :data:`IDENTITY_KEYS`. Independent of file layout, dict order and process."""
+    h = hashlib.sha256(b"coala-head-digest/1\n")
+    for name in sorted(tensors):
+        arr = np.ascontiguousarray(tensors[name])
+        arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+        h.update(json.dumps([name, arr.dtype.str, list(arr.shape)], separators=(",", ":")).encode())
+        h.update(arr.tobytes(order="C"))
+    ident = {k: meta.get(k) for k in IDENTITY_KEYS}
+    h.update(json.dumps(_jsonable(ident), sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode())
+    return h.hexdigest()
+
+
+def head_digest(path: str | Path) -> str:
+    """The content digest of the head directory ``path`` (:func:`canonical_digest` of its tensors and
+    head.json); equal for equal heads whichever process wrote them."""
+    meta = read_head_meta(path)
+    weights = Path(path) / WEIGHTS
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError) as err:
+        raise StoreError(f"{weights}: cannot read safetensors: {err}") from None
+    return canonical_digest(tensors, meta)
 
 
 def read_head_meta(path: str | Path) -> dict[str, Any]:

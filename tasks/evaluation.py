@@ -1,4 +1,5 @@
-"""Stage 4 adapter: evaluate the head on held-out feature stores and write metrics, plots and the report."""
+"""Stage 4 adapter: evaluate the head on held-out feature stores (scored chunk by chunk) and write metrics,
+plots and the report."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from pathlib import Path
 import pyarrow.compute as pc
 from prefect import task
 
+from coala_core.engine.sources import align_to_store
 from coala_core.evaluation import evaluate_head
-from coala_core.phase2.training import align_to_store
 from coala_core.report import render_report
 from storage.atomic import atomic_write_bytes
 from storage.feature_store import FeatureStore
@@ -40,12 +41,11 @@ def evaluate_task(head: HeadRef, features: FeaturesRef, dataset: DatasetRef, spl
             for split in splits:
                 ref = features[split]
                 store = FeatureStore.open(ref.uri, mode="r")
-                chosen, rejected = store.read_all()
                 rows = pairs.filter(pc.equal(pairs.column("split"), split))
                 cols = align_to_store(store.pair_ids(), rows.column("pair_id").to_pylist(),
                                       {"source": rows.column("source").to_pylist(), "group": rows.column("group_id").to_pylist()},
                                       where=f"{dataset.uri} split {split}")
-                evaluations[split] = evaluate_head(loaded, chosen, rejected, sources=list(cols["source"]),
+                evaluations[split] = evaluate_head(loaded, store, sources=list(cols["source"]),
                                                    groups=list(cols["group"]), n_boot=n_boot, seed=seed)
                 run.log_dataset(ref.uri, name=f"features-{split}", digest=ref.digest, context=f"evaluation-{split}",
                                 profile={"n_rows": ref.n_rows, "dim": ref.dim})

@@ -1,8 +1,11 @@
 """Stage 3 adapters: Phase I (convex first layer, beta path) and Phase II (theta2), each its own cached task.
 
-Phase I reads the train and validation stores and writes a head whose theta2 is Phase I's; Phase II loads
-that head, refits theta2 and writes the final head. Their cache keys differ in exactly what they read, so a
-changed Phase II field reruns Phase II (and what reads its head), never Phase I.
+Both call the engine that ``coala train`` calls (:func:`coala_core.engine.fit_first_layer` then
+:func:`coala_core.engine.fit_output_layer`, the two halves of ``fit_head``) on the train and validation
+stores, read chunk by chunk, and write the engine's training record, so the pipeline's head.json is the
+CLI's. Phase I writes a head whose theta2 is Phase I's; Phase II loads it, refits theta2 and writes the
+final head. Their cache keys differ in exactly what they read, so a changed Phase II field reruns Phase II
+(and what reads its head), never Phase I.
 """
 
 from __future__ import annotations
@@ -15,14 +18,15 @@ import numpy as np
 from mlflow.entities import Metric
 from prefect import task
 
-from coala_core.phase1 import Phase1Config, fit_phase1_path
-from coala_core.phase2 import Phase2Config, RewardHead, select_phase2
-from coala_core.phase2.training import phase1_head
+from coala_core.engine.fit import TrainedHead, fit_first_layer, fit_output_layer
+from coala_core.engine.spec import HeadSpec, TrainConfig
+from coala_core.phase1 import Phase1Config
+from coala_core.phase2 import Phase2Config, RewardHead
 from storage.feature_store import FeatureStore
-from storage.heads import load_head, save_head
+from storage.heads import head_digest, load_head, save_head
 from tasks import artifacts
-from tasks.caching import digest_policy, stable_digest
-from tasks.compute import admm_flops, measure, phase2_flops
+from tasks.caching import digest_policy
+from tasks.compute import measure
 from tasks.refs import FeaturesRef, HeadRef
 from tasks.stage import NOT_IN_KEY, TrackingContext, fail_stage_runs, prefect_tags
 from tasks.tracking import TrackedRun, params_from_config, stage_run
@@ -30,8 +34,9 @@ from tasks.tracking import TrackedRun, params_from_config, stage_run
 PHASE1_SERIES = ("objective", "r_primal", "r_dual", "cone_violation", "train_accuracy", "val_accuracy", "rho")
 
 
-def _pairs(features: FeaturesRef, split: str) -> tuple[np.ndarray, np.ndarray]:
-    return FeatureStore.open(features[split].uri, mode="r").read_all()
+def _store(features: FeaturesRef, split: str) -> FeatureStore:
+    """The split's feature store, opened read-only (the engine reads it chunk by chunk)."""
+    return FeatureStore.open(features[split].uri, mode="r")
 
 
 class AdmmMonitor:
@@ -93,7 +98,7 @@ class AdmmMonitor:
 
 def _head_ref(path: Path, head: RewardHead, phase: str, metrics: dict[str, float], run: TrackedRun,
               extra_files: dict[str, str] | None = None) -> HeadRef:
-    digest = stable_digest(Path(path) / "head.safetensors", length=64)
+    digest = head_digest(path)
     return HeadRef(uri=str(path), digest=digest, phase=phase, dim=head.dim, width=head.width, metrics=metrics,
                    files={"head": str(path), **(extra_files or {})}, mlflow_run_id=run.run_id)
 
@@ -106,13 +111,14 @@ def _history_rows(history: dict[str, list[float]]) -> list[dict[str, float]]:
 
 @task(name="phase1", cache_policy=digest_policy(*NOT_IN_KEY), persist_result=True, result_serializer="json",
       on_failure=[fail_stage_runs])
-def phase1_task(features: FeaturesRef, config: Phase1Config, *, workdir: Path, output: Path,
-                tracking: TrackingContext) -> HeadRef:
+def phase1_task(features: FeaturesRef, config: Phase1Config, train: TrainConfig | None = None, *, workdir: Path,
+                output: Path, tracking: TrackingContext) -> HeadRef:
     """Phase I beta path on the train store, beta chosen by validation pairwise accuracy; writes a head."""
+    spec = HeadSpec.build(phase1=config, train=train or TrainConfig())
     client = tracking.client()
     with stage_run(client, tracking.experiment_id, "phase1", parent_run_id=tracking.parent_run_id, tags=prefect_tags(),
                    system_metrics=tracking.system_metrics, sampling_interval=tracking.system_metrics_interval_s) as run:
-        run.log_params(params_from_config({"phase1": config.to_dict()}))
+        run.log_params(params_from_config({"phase1": config.to_dict(), "train": spec.train.to_dict()}))
         for split in ("train", "validation"):
             ref = features[split]
             run.log_dataset(ref.uri, name=f"features-{split}", digest=ref.digest, context=split,
@@ -120,29 +126,28 @@ def phase1_task(features: FeaturesRef, config: Phase1Config, *, workdir: Path, o
         progress = artifacts.Progress("phase1-admm", f"Phase I: ADMM over a path of {config.path_n_betas} betas")
         monitor = AdmmMonitor(run, progress)
         with measure() as meter:
-            (Fw, Fl), (Vw, Vl) = _pairs(features, "train"), _pairs(features, "validation")
-            res = fit_phase1_path((Fw, Fl), config=config, validation=(Vw, Vl), progress=monitor)
+            first = fit_first_layer(_store(features, "train"), _store(features, "validation"), spec, progress=monitor)
             monitor.flush(1.0, force=True)
-            path_rows = res.path or []
-            iters = int(sum(r.get("iterations", 0) for r in path_rows)) or res.iterations
-            meter.flops = admm_flops(2 * Fw.shape[0], Fw.shape[1], config.n_patterns, iters,
-                                     factorised=Fw.shape[1] * config.n_patterns <= config.factor_max_dim)
-            head = phase1_head(res)
-            save_head(output, head, config=config.to_dict(), provenance=features["train"].provenance,
-                      metrics={k: v for k, v in res.summary().items() if k not in ("config", "path")},
-                      extra={"training": {"phase1_beta": res.beta, "phase1_path": path_rows}})
+            meter.flops = first.record.compute.get("phase1_flops", 0.0)
+            save_head(output, first.head, provenance=features["train"].provenance, **first.record.head_json())
         progress.done()
-        run.log_history(_history_rows(res.history))  # the selected beta's solve, per iteration
+        res, rec = first.phase1, first.record
+        path_rows = rec.phase1_path
+        run.log_history(_history_rows(rec.phase1_history))  # the selected beta's solve, per iteration
         for i, row in enumerate(sorted(path_rows, key=lambda r: -r["beta"])):
             run.log_metrics({f"path/{k}": v for k, v in row.items() if isinstance(v, int | float)}, step=i)
-        metrics = {"beta": res.beta, "objective": res.objective, "iterations": float(iters),
-                   "train_accuracy": res.train_accuracy, "val_accuracy": res.val_accuracy,
-                   "n_active": float(res.n_active), "cone_violation": res.cone_violation,
-                   "converged": float(res.converged), **meter.metrics()}
+        metrics: dict[str, float] = {**meter.metrics()}
+        if res is not None:
+            metrics.update({"beta": res.beta, "objective": res.objective,
+                            "iterations": rec.compute.get("phase1_iterations", float(res.iterations)),
+                            "train_accuracy": res.train_accuracy, "val_accuracy": res.val_accuracy,
+                            "n_active": float(res.n_active), "cone_violation": res.cone_violation,
+                            "converged": float(res.converged)})
         run.log_metrics(metrics)
         run.log_artifact(output, "head_phase1")
-        artifacts.table("phase1-beta-path", path_rows, f"Phase I beta path (chosen beta {res.beta:.4g})")
-    return _head_ref(output, head, "phase1", metrics, run)
+        if path_rows:
+            artifacts.table("phase1-beta-path", path_rows, f"Phase I beta path (chosen beta {rec.phase1_beta:.4g})")
+    return _head_ref(output, first.head, "phase1", metrics, run)
 
 
 @task(name="phase2", cache_policy=digest_policy(*NOT_IN_KEY), persist_result=True, result_serializer="json",
@@ -155,17 +160,13 @@ def phase2_task(phase1: HeadRef, features: FeaturesRef, config: Phase2Config, *,
                    system_metrics=tracking.system_metrics, sampling_interval=tracking.system_metrics_interval_s) as run:
         run.log_params(params_from_config({"phase2": config.to_dict()}))
         with measure() as meter:
-            base = load_head(phase1.uri, expected_dim=features["train"].dim)
-            (Fw, Fl), (Vw, Vl) = _pairs(features, "train"), _pairs(features, "validation")
-            p2 = select_phase2(base.hidden(Fw), base.hidden(Fl), base.hidden(Vw), base.hidden(Vl), config,
-                               theta_init=base.theta2)
-            head = base.with_theta2(p2.theta2, p2.config.beta)
-            n_fits = max(len(p2.selection), 1) + 1
-            meter.flops = phase2_flops(Fw.shape[0], head.dim, head.width, p2.iterations) * n_fits
-            training = dict(base.meta.get("training", {}))
-            training.update(phase2_summary=p2.summary(), phase2_selection=p2.selection, phase2_history=p2.history)
-            save_head(output, head, config={"phase1": base.meta.get("config", {}), "phase2": config.to_dict()},
-                      provenance=features["train"].provenance, metrics=p2.summary(), extra={"training": training})
+            first = TrainedHead.from_saved(load_head(phase1.uri, expected_dim=features["train"].dim))
+            spec = first.record.spec.replace(phase2=config)
+            final = fit_output_layer(first, _store(features, "train"), _store(features, "validation"), spec)
+            meter.flops = final.record.compute.get("phase2_flops", 0.0)
+            save_head(output, final.head, provenance=features["train"].provenance, **final.record.head_json())
+        p2 = final.phase2
+        assert p2 is not None  # fit_output_layer always runs Phase II
         run.log_history(p2.history, prefix="phase2/")
         metrics: dict[str, Any] = {"beta": p2.config.beta, "gamma": p2.config.gamma, "l2": p2.config.l2,
                                    "objective": p2.objective, "grad_norm": p2.grad_norm, "iterations": float(p2.iterations),
@@ -174,4 +175,4 @@ def phase2_task(phase1: HeadRef, features: FeaturesRef, config: Phase2Config, *,
         run.log_metrics(metrics)
         run.log_artifact(output, "head")
         artifacts.table("phase2-selection", p2.selection, "Phase II (beta, gamma, l2) chosen on validation pairs")
-    return _head_ref(output, head, "phase2", metrics, run)
+    return _head_ref(output, final.head, "phase2", metrics, run)

@@ -77,16 +77,19 @@ def evaluate_rewards(
 
 def evaluate_head(
     head: RewardHead,
-    chosen: np.ndarray,
-    rejected: np.ndarray,
+    pairs: Any,
+    rejected: np.ndarray | None = None,
     *,
     sources: Sequence[str] | None = None,
     groups: Sequence[str] | None = None,
     n_boot: int = 1000,
     seed: int = 0,
 ) -> Evaluation:
-    """Score pooled features of chosen and rejected responses (n, d) with ``head`` and evaluate."""
-    return evaluate_rewards(
-        head.score(chosen), head.score(rejected), beta=head.beta, sources=sources, groups=groups,
-        n_boot=n_boot, seed=seed,
-    )
+    """Score the pairs with ``head`` and evaluate. ``pairs`` is a pair source (a FeatureStore, a
+    ``SubsetPairs`` of one) read chunk by chunk, or chosen features (n, d) with ``rejected`` (n, d).
+    A NaN or infinite feature is a ``NonFiniteError`` naming the row."""
+    from coala_core.engine.sources import as_pair_source, score_source
+
+    source = as_pair_source(pairs if rejected is None else (pairs, rejected))
+    r_w, r_l = score_source(head, source)
+    return evaluate_rewards(r_w, r_l, beta=head.beta, sources=sources, groups=groups, n_boot=n_boot, seed=seed)

@@ -1,6 +1,7 @@
 """The reward head: a frozen Phase I first layer and a Phase II output layer.
 
-For pooled LM features ``f`` (n, d) the head computes z = (f - mean) / scale, with a trailing column of ones
+For pooled LM features ``f`` (n, d) (numpy or cupy) the head computes, through the one forward pass of
+:mod:`coala_core.engine.network`, z = (f - mean) / scale, with a trailing column of ones
 when ``bias`` (so z is (n, d') with d' = d + bias), and then
 
     relu program:   x~ = relu(z @ theta1)                                  (n, m)
@@ -20,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from coala_core.engine.backend import get_xp
+from coala_core.engine.network import hidden
 from coala_core.errors import DimensionMismatchError, NonFiniteError
 
 
@@ -72,19 +75,20 @@ class RewardHead:
         """m, the number of hidden neurons."""
         return int(self.theta1.shape[1])
 
-    def hidden(self, features: np.ndarray) -> np.ndarray:
-        """The frozen first layer ``relu(standardised(f) @ theta1)``: (n, d) -> (n, m) float64."""
-        f = np.asarray(features, dtype=np.float64)
-        if f.ndim != 2 or f.shape[1] != self.dim:
+    def hidden(self, features: Any) -> Any:
+        """The frozen first layer ``x~`` (n, m) float64 of pooled features (n, d), numpy or cupy (one forward
+        pass for every head: :func:`coala_core.engine.network.hidden`)."""
+        if features.ndim != 2 or features.shape[1] != self.dim:
             raise DimensionMismatchError(
-                f"features: expected shape (n, {self.dim}) for this head, got {tuple(f.shape)}"
+                f"features: expected shape (n, {self.dim}) for this head, got {tuple(features.shape)}"
             )
-        return hidden_features(f, self.theta1, self.mean, self.scale, bias=self.bias, program=self.program,
-                               gates=self.gates, pattern=self.pattern)
+        return hidden(features, self.theta1, self.mean, self.scale, bias=self.bias, program=self.program,
+                      gates=self.gates, pattern=self.pattern)
 
-    def score(self, features: np.ndarray) -> np.ndarray:
-        """Rewards ``r`` (n,) for pooled features (n, d)."""
-        return self.hidden(features) @ self.theta2
+    def score(self, features: Any) -> Any:
+        """Rewards ``r`` (n,) for pooled features (n, d) (on the features' backend)."""
+        xp = get_xp(features)
+        return self.hidden(features) @ xp.asarray(self.theta2)
 
     def with_theta2(self, theta2: np.ndarray, beta: float, **meta: Any) -> RewardHead:
         return RewardHead(
@@ -94,27 +98,17 @@ class RewardHead:
         )
 
 
-def hidden_features(
-    f: np.ndarray, theta1: np.ndarray, mean: np.ndarray, scale: np.ndarray, *, bias: bool = False,
-    program: str = "relu", gates: np.ndarray | None = None, pattern: np.ndarray | None = None,
-) -> np.ndarray:
-    """The frozen first layer in float64 (see the module docstring): (n, d) -> (n, m)."""
-    Z = (np.asarray(f, dtype=np.float64) - mean) / scale
-    if bias:
-        Z = np.concatenate([Z, np.ones((Z.shape[0], 1))], axis=1)
-    pre = Z @ np.asarray(theta1, dtype=np.float64)
-    if program == "gated":
-        return np.where(Z @ np.asarray(gates, dtype=np.float64)[:, pattern] >= 0, pre, 0.0)
-    return np.maximum(pre, 0.0)
-
-
-def random_relu_head(dim: int, width: int, *, seed: int = 0, features: np.ndarray | None = None) -> RewardHead:
+def random_relu_head(dim: int, width: int, *, seed: int = 0, features: np.ndarray | None = None,
+                     mean: np.ndarray | None = None, scale: np.ndarray | None = None) -> RewardHead:
     """A head with random Gaussian first layer (for tests and for developing Phase II without Phase I).
 
-    When ``features`` (n, d) are given their column mean and standard deviation are used.
+    The standardisation is ``mean``/``scale`` (d,) when given, else the column mean and standard deviation of
+    ``features`` (n, d) when given, else none.
     """
     rng = np.random.default_rng(seed)
-    if features is not None:
+    if mean is not None and scale is not None:
+        mean, scale = np.asarray(mean, np.float64), np.asarray(scale, np.float64)
+    elif features is not None:
         mean = features.mean(axis=0).astype(np.float64)
         scale = features.std(axis=0).astype(np.float64)
         scale[scale < 1e-12] = 1.0

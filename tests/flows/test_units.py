@@ -94,7 +94,7 @@ def test_admm_monitor_logs_path_metrics_and_phase1_head_scores(tmp_path: Path) -
     import numpy as np
 
     from coala_core.phase1 import Phase1Config, fit_phase1_path
-    from coala_core.phase2.training import phase1_head
+    from coala_core.engine.fit import phase1_head
     from tasks.artifacts import Progress
     from tasks.tracking import start_run
     from tasks.training import AdmmMonitor
