@@ -1,0 +1,175 @@
+"""Plain sampling, best-of-n reranking and head-guided decoding (method.md section 7), batched over prompts.
+
+- ``plain``: sample one reply per prompt (temperature, top-p, repetition penalty; seeded).
+- ``rerank``: sample ``n`` replies per prompt the same way, score each (prompt, reply) with the head, return
+  them in descending reward order; the reply is the best one.
+- ``guided`` (the paper's App. H.3): every ``guidance_every`` tokens take the ``guidance_top_k`` most likely
+  next tokens of each row, extend the reply so far by each, score all B x k extensions with the head in one
+  batched forward pass, min-max normalise the k scores of each row to [0, 1] and add ``guidance_scale`` times
+  them to those k logits before sampling. With ``guidance_scale`` 0 the logits are unchanged, so guided
+  decoding with the same seed returns exactly the plain samples.
+
+Every reply is scored with the head at the end (the ``reward`` of the result), through the training feature
+path (:class:`coala_core.generation.scorer.HeadScorer`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from coala_core.generation.config import GenerateConfig
+from coala_core.generation.decode import DecodeSettings, decode_batch, eos_ids
+from coala_core.generation.scorer import HeadScorer, Message
+
+
+@dataclass(frozen=True)
+class Candidate:
+    text: str
+    reward: float
+    tokens: int
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One prompt's result: the reply, its head reward, its length, and (rerank) every candidate, best first."""
+
+    prompt: list[Message]
+    response: str
+    reward: float
+    tokens: int
+    candidates: list[Candidate] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"prompt": self.prompt, "response": self.response, "reward": self.reward, "tokens": self.tokens}
+        if self.candidates:
+            out["candidates"] = [c.__dict__ for c in self.candidates]
+        return out
+
+
+@dataclass
+class GenerationStats:
+    """``tokens``: every sampled token (all candidates); ``seconds``: decoding plus the mode's own scoring
+    (rerank, guidance), not the final scoring of the replies."""
+
+    mode: str
+    prompts: int = 0
+    tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+    guidance_calls: int = 0
+    scored_extensions: int = 0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "tokens_per_second": self.tokens_per_second}
+
+
+class HeadGuidance:
+    """The guidance hook for :func:`coala_core.generation.decode.decode_batch` (see the module docstring)."""
+
+    def __init__(self, scorer: HeadScorer, prompts: Sequence[list[Message]], scale: float, top_k: int, stats: GenerationStats) -> None:
+        self.scorer, self.prompts, self.scale, self.top_k, self.stats = scorer, list(prompts), float(scale), int(top_k), stats
+
+    def __call__(self, logits: torch.Tensor, generated: list[list[int]], active: torch.Tensor) -> torch.Tensor:
+        k = min(self.top_k, logits.shape[-1])
+        top = logits.topk(k, dim=-1).indices  # (B, k)
+        rows = torch.nonzero(active).flatten().tolist()
+        if not rows:
+            return logits
+        tok = self.scorer.tokenizer
+        texts = [tok.decode(generated[b] + [int(t)], skip_special_tokens=True) for b in rows for t in top[b].tolist()]
+        ok = [i for i, t in enumerate(texts) if t.strip()]
+        scores = np.full(len(texts), np.nan)
+        if ok:
+            prompts = [self.prompts[rows[i // k]] for i in ok]
+            scores[ok] = self.scorer.score(prompts, [texts[i] for i in ok], one_batch=True)
+        self.stats.guidance_calls += 1
+        self.stats.scored_extensions += len(ok)
+        S = scores.reshape(len(rows), k)
+        lo, hi = np.nanmin(np.where(np.isnan(S), np.inf, S), axis=1, keepdims=True), np.nanmax(np.where(np.isnan(S), -np.inf, S), axis=1, keepdims=True)
+        span = hi - lo
+        norm = np.where(np.isfinite(span) & (span > 0), (S - lo) / np.where(span > 0, span, 1.0), 0.0)
+        norm = np.nan_to_num(norm, nan=0.0)  # an extension that decodes to no text ranks lowest
+        bonus = torch.zeros(top.shape, dtype=logits.dtype, device=logits.device)
+        bonus[rows] = torch.as_tensor(self.scale * norm, dtype=logits.dtype, device=logits.device)
+        return logits.scatter_add(1, top, bonus)
+
+
+class TextGenerator:
+    """Decodes with the head's own backbone (the frozen LM that makes its features) and scores with the head."""
+
+    def __init__(self, scorer: HeadScorer, config: GenerateConfig) -> None:
+        self.scorer, self.config = scorer, config
+        loaded = scorer.extractor.loaded
+        self.model, self.tokenizer = loaded.model, loaded.tokenizer
+        self.pad_id = scorer.extractor.pad_id
+        self.eos = eos_ids(self.tokenizer, self.model)
+        self.settings = DecodeSettings(config.max_new_tokens, config.temperature, config.top_p,
+                                       config.repetition_penalty, config.guidance_every)
+
+    def prompt_ids(self, prompt: Sequence[Message]) -> list[int]:
+        """Token ids of the prompt followed by the opening of the assistant turn, formatted as in training
+        (chat template when the features used one, else the plain concatenation), cut from the left."""
+        enc = self.scorer.extractor.encoder
+        if enc.uses_chat_template:
+            text = self.tokenizer.apply_chat_template([dict(m) for m in prompt], add_generation_prompt=True, tokenize=False)
+            ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        else:
+            ids = list(self.tokenizer("".join(m["content"] + "\n" for m in prompt), add_special_tokens=False)["input_ids"])
+            if getattr(enc, "_plain_bos", False) and enc.bos_id is not None:
+                ids = [enc.bos_id] + ids
+        return ids[-self.config.max_prompt_tokens:] if len(ids) > self.config.max_prompt_tokens else ids
+
+    def _decode_all(self, prompts: list[list[Message]], generator: torch.Generator, stats: GenerationStats, guided: bool) -> list[list[int]]:
+        out: list[list[int]] = []
+        bs = self.config.batch_size
+        for i in range(0, len(prompts), bs):
+            batch = prompts[i:i + bs]
+            guide = HeadGuidance(self.scorer, batch, self.config.guidance_scale, self.config.guidance_top_k, stats) if guided else None
+            out.extend(decode_batch(self.model, [self.prompt_ids(p) for p in batch], self.settings, pad_id=self.pad_id,
+                                    eos=self.eos, generator=generator, guide=guide))
+        return out
+
+    def generate(self, prompts: Sequence[Sequence[Message]], mode: str | None = None) -> tuple[list[Generation], GenerationStats]:
+        """Replies for ``prompts`` in ``mode`` (default: the config's); returns them with the run's stats."""
+        mode = mode or self.config.mode
+        prompts = [list(p) for p in prompts]
+        stats = GenerationStats(mode=mode, prompts=len(prompts))
+        device = next(self.model.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(self.config.seed)
+        n = self.config.n if mode == "rerank" else 1
+        expanded = [p for p in prompts for _ in range(n)]
+        t0 = time.perf_counter()
+        ids = self._decode_all(expanded, generator, stats, guided=(mode == "guided"))
+        texts = [self.tokenizer.decode(x, skip_special_tokens=True) for x in ids]
+        stats.tokens = sum(len(x) for x in ids)
+        rewards = np.asarray(self._score(expanded, texts), dtype=np.float64) if mode == "rerank" else None
+        stats.seconds = time.perf_counter() - t0
+        if rewards is None:
+            rewards = np.asarray(self._score(expanded, texts), dtype=np.float64)
+        results = []
+        for j, prompt in enumerate(prompts):
+            cands = [Candidate(texts[j * n + c], float(rewards[j * n + c]), len(ids[j * n + c])) for c in range(n)]
+            ranked = sorted(cands, key=lambda c: -c.reward)  # stable: ties keep sampling order
+            best = ranked[0]
+            results.append(Generation(prompt, best.text, best.reward, best.tokens, ranked if mode == "rerank" else []))
+        stats.output_tokens = sum(g.tokens for g in results)
+        return results, stats
+
+    def _score(self, prompts: list[list[Message]], texts: list[str]) -> list[float]:
+        """Head rewards of the replies; an empty reply (EOS first) gets -inf (ranked last)."""
+        ok = [i for i, t in enumerate(texts) if t.strip()]
+        out = [float("-inf")] * len(texts)
+        if ok:
+            for i, r in zip(ok, self.scorer.score([prompts[i] for i in ok], [texts[i] for i in ok]), strict=True):
+                out[i] = float(r)
+        return out
