@@ -98,8 +98,31 @@ def config_option(config_cls: type[Any], field: str, *param_decls: str, help: st
     decls = param_decls or ((f"{flag}/--no-{flag[2:]}",) if is_bool else (flag,))
     if default_label is None:
         default_label = "required" if info.is_required() else _default_label(info.get_default(call_default_factory=True))
+    choices = _choices(annotation)
+    if choices is not None:  # a value outside the choices is a usage error (exit 2) naming them
+        def parse(value: str) -> str:
+            if value not in choices:
+                raise typer.BadParameter(f"{value!r} is not one of {', '.join(repr(c) for c in choices)}")
+            return value
+
+        return typer.Option(None, *decls, help=help or info.description or "", show_default=default_label,
+                            metavar="[" + "|".join(choices) + "]", parser=parse)
     return typer.Option(None, *decls, help=help or info.description or "", show_default=default_label,
                         metavar=None if is_bool else _type_label(annotation))
+
+
+def _choices(annotation: Any) -> list[str] | None:
+    """The values of a ``Literal`` (or ``Literal | None``) annotation."""
+    import types
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return [str(a) for a in typing.get_args(annotation)]
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _choices(args[0]) if len(args) == 1 else None
+    return None
 
 
 def set_options(**values: Any) -> dict[str, Any]:
