@@ -210,7 +210,7 @@ class FeatureStore:
             if want.get(k) != store.provenance.get(k):
                 diffs.append(f"provenance.{k}: store has {store.provenance.get(k)!r}, expected {want.get(k)!r}")
         if diffs:
-            raise ProvenanceMismatchError(f"{uri}: existing feature store was made differently; refusing to append:\n  " + "\n  ".join(diffs))
+            raise ProvenanceMismatchError(f"{uri}: existing feature store was made differently; refusing to append: " + "; ".join(diffs))
         return store
 
     def require_dataset(self, digest: str, where: str) -> None:
