@@ -2,9 +2,10 @@
 
 Inputs are the rewards of the chosen and rejected response of each pair, ``r_w`` and ``r_l`` (n,).
 
-* pairwise accuracy: share of pairs with ``r_w > r_l`` strictly (a tie counts as wrong, as in TRL);
+* pairwise accuracy: share of pairs with ``r_w > r_l``, a tie counting 1/2 (a head that cannot decide is at
+  chance: a zero head reads 0.5, not 0.0);
 * TRL's names: ``rewards/chosen`` (mean r_w), ``rewards/rejected`` (mean r_l), ``rewards/margins``
-  (mean r_w - r_l), ``rewards/accuracies`` (pairwise accuracy). A COALA margin is a reward difference of the
+  (mean r_w - r_l), ``rewards/accuracies`` (TRL's own definition: ``r_w > r_l`` strictly, a tie is wrong). A COALA margin is a reward difference of the
   head, not DPO's log-ratio to a reference model: plots say which margin they show;
 * the paper's sigmoid margin: mean sigmoid(r_w - r_l), a probability;
 * calibration of the head's preference probability ``p = sigmoid(beta * (r_w - r_l))``: the prediction for a
@@ -36,8 +37,9 @@ def _pairs(r_w: np.ndarray, r_l: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pairwise_accuracy(r_w: np.ndarray, r_l: np.ndarray) -> float:
+    """Share of pairs the head orders right; a tie counts 1/2."""
     r_w, r_l = _pairs(r_w, r_l)
-    return float(np.mean(r_w > r_l)) if r_w.size else float("nan")
+    return float(np.mean((r_w > r_l) + 0.5 * (r_w == r_l))) if r_w.size else float("nan")
 
 
 def sigmoid_margin(r_w: np.ndarray, r_l: np.ndarray) -> float:
@@ -51,7 +53,7 @@ def trl_rewards(r_w: np.ndarray, r_l: np.ndarray) -> dict[str, float]:
         "rewards/chosen": float(np.mean(r_w)),
         "rewards/rejected": float(np.mean(r_l)),
         "rewards/margins": float(np.mean(r_w - r_l)),
-        "rewards/accuracies": pairwise_accuracy(r_w, r_l),
+        "rewards/accuracies": float(np.mean(r_w > r_l)) if r_w.size else float("nan"),
     }
 
 

@@ -22,7 +22,7 @@ R_L = np.array([1.0, 1.0, 1.0, 0.0])
 
 
 def test_pair_metrics_by_hand():
-    assert pairwise_accuracy(R_W, R_L) == 0.5  # the tie counts as wrong
+    assert pairwise_accuracy(R_W, R_L) == 0.625  # the tie counts 1/2 (TRL's rewards/accuracies: wrong)
     sig = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
     assert sigmoid_margin(R_W, R_L) == pytest.approx(np.mean([sig(1), 0.5, sig(-1), sig(3)]))
     assert trl_rewards(R_W, R_L) == {
@@ -42,7 +42,7 @@ def test_reliability_and_ece_by_hand():
 
 def test_per_source_breakdown():
     out = per_source(R_W, R_L, ["a", "a", "b", "b"])
-    assert out["a"]["accuracy"] == 0.5 and out["b"]["accuracy"] == 0.5
+    assert out["a"]["accuracy"] == 0.75 and out["b"]["accuracy"] == 0.5  # a's tie counts 1/2
     assert out["a"]["rewards/margins"] == 0.5 and out["b"]["rewards/margins"] == 1.0
 
 
@@ -77,7 +77,8 @@ def test_monotonicity_statistic():
 
 def test_evaluate_rewards_bundle():
     ev = evaluate_rewards(R_W, R_L, beta=2.0, sources=["a", "a", "b", "b"], n_boot=50)
-    assert ev.metrics["accuracy"] == 0.5 and set(ev.by_source) == {"a", "b"}
+    assert ev.metrics["accuracy"] == 0.625 and ev.metrics["rewards/accuracies"] == 0.5
+    assert set(ev.by_source) == {"a", "b"}
     lo, hi = ev.ci["accuracy"]
-    assert 0.0 <= lo <= 0.5 <= hi <= 1.0
+    assert 0.0 <= lo <= 0.625 <= hi <= 1.0
     assert set(ev.to_dict()) >= {"metrics", "ci95", "by_source", "reliability"}
