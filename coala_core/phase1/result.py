@@ -62,14 +62,15 @@ class Phase1Result:
         return standardize_block(features, self.mean, self.scale, self.bias, xp.float64)
 
     def features(self, features: Any) -> Any:
-        """Hidden activations (n, m) of the recovered network on raw features (n, d)."""
-        xp = get_xp(features)
-        Xs = self._standardize(features)
-        H = Xs @ xp.asarray(self.theta1)
-        if self.program == "relu":
-            return xp.maximum(H, 0.0)
-        signs = gate_signs(Xs, self.gates[:, self.neuron_pattern])
-        return (signs > 0) * H
+        """Hidden activations (n, m) of the recovered network on raw features (n, d): the one forward pass of
+        :mod:`coala_core.engine.network` (the same as a reward head's)."""
+        from coala_core.engine.network import hidden
+
+        if features.ndim != 2 or features.shape[1] != self.mean.shape[0]:
+            raise DimensionMismatchError(
+                f"features: expected shape (n, {self.mean.shape[0]}), got {tuple(features.shape)}")
+        return hidden(features, self.theta1, self.mean, self.scale, bias=self.bias, program=self.program,
+                      gates=self.gates, pattern=self.neuron_pattern)
 
     def score(self, features: Any) -> Any:
         """Scores (n,) of raw features (n, d) by the recovered network."""
