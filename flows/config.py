@@ -5,10 +5,12 @@
     features:   coala_core.features.ExtractionConfig
     phase1:     coala_core.phase1.Phase1Config
     phase2:     coala_core.phase2.Phase2Config
+    train:      coala_core.engine.TrainConfig (first layer, explicit Phase I betas)
     evaluation: bootstrap size, seed, splits to report
 
 Every stage section is the stage's own typed config, so ``coala features extract --config demo.yaml`` and
-the pipeline read the same section the same way. Relative paths (``dataset.input``, ``run.workdir``) are
+the pipeline read the same section the same way; ``coala train --config`` reads ``phase1``, ``phase2`` and
+``train`` from the same file. Relative paths (``dataset.input``, ``run.workdir``) are
 relative to the current directory, as everywhere in the CLI.
 """
 
@@ -21,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from coala_core.config import StageConfig, flatten, format_validation_error, load_yaml
 from coala_core.data import EduFeedbackConfig, ImportConfig
+from coala_core.engine.spec import HeadSpec, TrainConfig
 from coala_core.errors import ConfigError
 from coala_core.features.config import ExtractionConfig
 from coala_core.phase1.config import Phase1Config
@@ -41,7 +44,6 @@ class RunSection(StageConfig):
     system_metrics: bool = True
     system_metrics_interval_s: float = Field(5.0, gt=0)
     task_timeout_s: float = Field(3600.0, gt=0, description="timeout of each compute task")
-    io_retries: int = Field(2, ge=0)
 
 
 class DatasetSection(StageConfig):
@@ -76,6 +78,7 @@ class PipelineConfig(BaseModel):
     features: ExtractionConfig = Field(default_factory=ExtractionConfig)
     phase1: Phase1Config = Field(default_factory=Phase1Config)
     phase2: Phase2Config = Field(default_factory=Phase2Config)
+    train: TrainConfig = Field(default_factory=TrainConfig)
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
 
     @classmethod
@@ -95,6 +98,10 @@ class PipelineConfig(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    def head_spec(self) -> HeadSpec:
+        """The training spec (``phase1``, ``phase2``, ``train``): what ``coala train --config`` reads."""
+        return HeadSpec(phase1=self.phase1, phase2=self.phase2, train=self.train)
 
     def params(self) -> dict[str, Any]:
         """The flattened config, as MLflow params (``phase1.beta``, ``features.model``, ...)."""

@@ -34,7 +34,8 @@ def extract_features(dataset: DatasetRef, config: PipelineConfig, tracking: Trac
 def train_head(features: FeaturesRef, config: PipelineConfig, tracking: TrackingContext) -> HeadRef:
     """Phase I (convex first layer, beta path) then Phase II (theta2), both selected on validation."""
     first = run_stage(phase1_task, stage="heads-phase1", workdir=config.workdir, tracking=tracking,
-                      timeout_s=config.run.task_timeout_s, features=features, config=config.phase1)
+                      timeout_s=config.run.task_timeout_s, features=features, config=config.phase1,
+                      train=config.train)
     return run_stage(phase2_task, stage="heads", workdir=config.workdir, tracking=tracking,
                      timeout_s=config.run.task_timeout_s, phase1=first, features=features, config=config.phase2)
 
