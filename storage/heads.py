@@ -32,7 +32,7 @@ CODE_VERSION = "coala-head/1"
 WEIGHTS = "head.safetensors"
 META = "head.json"
 #: provenance keys that name the dataset, not the feature extractor: they may differ between train and eval
-DATASET_KEYS = frozenset({"dataset_digest", "stage", "n_rows", "created_at"})
+DATASET_KEYS = frozenset({"dataset_digest", "stage", "n_rows", "created_at", "split"})
 
 
 def _jsonable(value: Any) -> Any:
