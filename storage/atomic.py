@@ -1,16 +1,46 @@
 """Atomic writes: write to a temporary sibling, fsync, then rename into place.
 
 A crash leaves either the old file (or nothing) or the complete new file, never a partial one.
+
+- Files and directories follow the user's umask (0644 / 0755 under the usual 022), like ``open`` and
+  ``mkdir`` would make them; ``mkstemp``/``mkdtemp`` alone would leave them 0600 / 0700.
+- :func:`atomic_dir` replaces an existing directory in **one** rename: on Linux ``renameat2(RENAME_EXCHANGE)``
+  swaps the new and the old directory atomically, then the old one (now at the temporary name) is removed.
+  Readers see the old directory or the new one, never none. Elsewhere it falls back to two renames.
+- Temporary siblings carry the writer's pid (``.<name>.<pid>.<random>.tmp``); those of dead writers (a
+  ``kill -9`` mid-write) are removed by the next write of the same target (:func:`clean_leftovers`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import errno
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from storage.locks import pid_alive
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (``/proc/self/status``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(path: Path) -> None:
@@ -26,15 +56,42 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _prefix(final: Path) -> str:
+    return f".{final.name}.{os.getpid()}."
+
+
+def clean_leftovers(path: str | Path) -> list[Path]:
+    """Remove temporary siblings of ``path`` left by writers that died (pid in the name no longer alive)."""
+    final = Path(path)
+    removed: list[Path] = []
+    if not final.parent.is_dir():
+        return removed
+    pattern = re.compile(rf"^\.{re.escape(final.name)}\.(\d+)\.[^/]*\.tmp$")
+    for entry in final.parent.iterdir():
+        m = pattern.match(entry.name)
+        legacy = entry.name == f".{final.name}.old"  # from the earlier two-rename atomic_dir
+        if not (legacy or (m and not pid_alive(int(m.group(1))))):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix + ".tmp", dir=final.parent)
+    clean_leftovers(final)
+    fd, tmp_name = tempfile.mkstemp(prefix=_prefix(final), suffix=suffix + ".tmp", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        os.chmod(tmp, 0o666 & ~current_umask())
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -55,21 +112,39 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError, TypeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary directory beside ``path``; on success it replaces ``path`` as a whole."""
+    """Yield a temporary directory beside ``path``; on success it replaces ``path`` as a whole, in one rename."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    clean_leftovers(final)
+    tmp = Path(tempfile.mkdtemp(prefix=_prefix(final), suffix=".tmp", dir=final.parent))
     try:
+        os.chmod(tmp, 0o777 & ~current_umask())
         yield tmp
-        if final.exists():
-            old = final.with_name(f".{final.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old)
+        if final.is_dir() and not final.is_symlink():
+            if not _exchange(tmp, final):
+                old = final.with_name(f"{_prefix(final)}old.tmp")
+                os.replace(final, old)
+                os.replace(tmp, final)
+                tmp = old
         else:
             os.replace(tmp, final)
         _fsync_dir(final.parent)
