@@ -5,18 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow.compute as pc
-from prefect import task
 
 from coala_core.features import ExtractionConfig, FeatureExtractor, ProgressEvent, extract_features, load_model
 from storage.atomic import atomic_write_text
 from storage.feature_store import FeatureStore
 from storage.pairs import read_pairs
 from tasks import artifacts
-from tasks.caching import digest_policy, stable_digest
-from tasks.compute import forward_flops, measure
+from tasks.caching import stable_digest
+from tasks.compute import forward_flops
 from tasks.refs import DatasetRef, FeaturesRef, StoreRef
-from tasks.stage import NOT_IN_KEY, TrackingContext, fail_stage_runs, prefect_tags, retry_transient
-from tasks.tracking import params_from_config, stage_run
+from tasks.stage import TrackingContext, current_stage, stage_task
 
 SPLITS = ("train", "validation", "test")
 
@@ -26,68 +24,61 @@ def store_digest(provenance: dict, n_rows: int, dim: int, split: str) -> str:
     return stable_digest({"provenance": provenance, "n_rows": n_rows, "dim": dim, "split": split}, length=64)
 
 
-@task(name="extract-features", cache_policy=digest_policy(*NOT_IN_KEY), persist_result=True, result_serializer="json",
-      retries=1, retry_delay_seconds=5, retry_condition_fn=retry_transient, on_failure=[fail_stage_runs])
+def features_params(config: ExtractionConfig, **_: object) -> dict:
+    return {"features": config.to_dict()}
+
+
+@stage_task("extract_features", params=features_params, task_name="extract-features", retries=1,
+            retry_delay_seconds=5)
 def extract_features_task(dataset: DatasetRef, config: ExtractionConfig, *, workdir: Path, output: Path,
                           tracking: TrackingContext) -> FeaturesRef:
     """Pooled features (n_split x d) of every split's chosen and rejected texts into ``output/<split>.zarr``.
 
     Resumable: each store commits whole chunks, so a retry or rerun continues where the last one stopped.
     """
+    stage = current_stage()
     pairs = read_pairs(dataset.path)
-    client = tracking.client()
-    with stage_run(client, tracking.experiment_id, "extract_features", parent_run_id=tracking.parent_run_id,
-                   tags=prefect_tags(), system_metrics=tracking.system_metrics,
-                   sampling_interval=tracking.system_metrics_interval_s) as run:
-        run.log_params(params_from_config({"features": config.to_dict()}))
-        run.log_dataset(dataset.path, name="pairs", digest=dataset.digest, context="extraction",
-                        profile={"n_rows": dataset.n_rows, **dataset.splits})
-        progress = artifacts.Progress("feature-extraction", f"Extracting features of {dataset.n_rows} pairs")
-        with measure() as meter:
-            extractor = FeatureExtractor(load_model(config), config)
-            n_params = sum(p.numel() for p in extractor.loaded.backbone.parameters())
-            provenance = extractor.provenance(dataset.digest)
-            stores: dict[str, StoreRef] = {}
-            done_before, tokens, computed, truncations = 0, 0, 0, 0
-            for split in SPLITS:
-                rows = pairs.filter(pc.equal(pairs.column("split"), split))
-                if rows.num_rows == 0:
-                    continue
-                uri = Path(output) / f"{split}.zarr"
-                store = FeatureStore.open_or_create(uri, n_rows=rows.num_rows, dim=extractor.loaded.hidden_size,
-                                                    dtype=config.store_dtype, chunk_rows=config.chunk_rows,
-                                                    provenance={**provenance, "split": split})
+    progress = artifacts.Progress("feature-extraction", f"Extracting features of {dataset.n_rows} pairs")
+    extractor = FeatureExtractor(load_model(config), config)
+    n_params = sum(p.numel() for p in extractor.loaded.backbone.parameters())
+    provenance = extractor.provenance(dataset.digest)
+    stores: dict[str, StoreRef] = {}
+    done_before, tokens, computed, truncations = 0, 0, 0, 0
+    for split in SPLITS:
+        rows = pairs.filter(pc.equal(pairs.column("split"), split))
+        if rows.num_rows == 0:
+            continue
+        uri = Path(output) / f"{split}.zarr"
+        store = FeatureStore.open_or_create(uri, n_rows=rows.num_rows, dim=extractor.loaded.hidden_size,
+                                            dtype=config.store_dtype, chunk_rows=config.chunk_rows,
+                                            provenance={**provenance, "split": split})
 
-                def report(ev: ProgressEvent, base: int = done_before) -> None:
-                    progress.update((base + ev.rows_done) / max(dataset.n_rows, 1))
+        def report(ev: ProgressEvent, base: int = done_before) -> None:
+            progress.update((base + ev.rows_done) / max(dataset.n_rows, 1))
 
-                stats = extract_features(rows, store, config, extractor=extractor, progress=report, show_progress=False)
-                store.verify()
-                done_before += rows.num_rows
-                tokens, computed, truncations = tokens + stats.tokens, computed + stats.computed_tokens, truncations + stats.truncations
-                run.log_metrics({f"{split}/tokens": stats.tokens, f"{split}/tokens_per_second": stats.tokens_per_second,
-                                 f"{split}/padding_efficiency": stats.padding_efficiency})
-                manifest = store.manifest()
-                atomic_write_text(Path(output) / f"{split}.manifest.json", _json(manifest))
-                stores[split] = StoreRef(uri=str(uri), split=split, n_rows=store.n_rows, dim=store.dim,
-                                         provenance=store.provenance,
-                                         digest=store_digest(store.provenance, store.n_rows, store.dim, split),
-                                         files={"manifest": str(Path(output) / f"{split}.manifest.json")})
-            meter.flops = forward_flops(n_params, computed)
-        progress.done()
-        metrics = {"tokens": float(tokens), "computed_tokens": float(computed), "truncations": float(truncations),
-                   "padding_efficiency": tokens / computed if computed else 1.0, "model_params": float(n_params),
-                   "dim": float(extractor.loaded.hidden_size), **meter.metrics()}
-        run.log_metrics(metrics)
-        for ref in stores.values():
-            run.log_dataset(ref.uri, name=f"features-{ref.split}", digest=ref.digest, context=f"features-{ref.split}",
-                            profile={"n_rows": ref.n_rows, "dim": ref.dim})
-            run.log_artifact(ref.files["manifest"], "features")
-        run.set_tags({"coala.model_id": provenance.get("model_id", ""), "coala.dataset_digest": dataset.digest})
-        artifacts.table("feature-stores", [{"split": r.split, "rows": r.n_rows, "dim": r.dim, "uri": r.uri,
-                                            "digest": r.digest[:16]} for r in stores.values()],
-                        f"Feature stores of {provenance.get('model_id')} ({config.pooling} pooling, layer {config.layer})")
-    return FeaturesRef(stores=stores, metrics=metrics, mlflow_run_id=run.run_id)
+        stats = extract_features(rows, store, config, extractor=extractor, progress=report, show_progress=False)
+        store.verify()
+        done_before += rows.num_rows
+        tokens, computed, truncations = tokens + stats.tokens, computed + stats.computed_tokens, truncations + stats.truncations
+        stage.log_metrics({f"{split}/tokens": stats.tokens, f"{split}/tokens_per_second": stats.tokens_per_second,
+                           f"{split}/padding_efficiency": stats.padding_efficiency})
+        manifest = store.manifest()
+        atomic_write_text(Path(output) / f"{split}.manifest.json", _json(manifest))
+        stage.log_artifact(Path(output) / f"{split}.manifest.json", "features")
+        stores[split] = StoreRef(uri=str(uri), split=split, n_rows=store.n_rows, dim=store.dim,
+                                 provenance=store.provenance,
+                                 digest=store_digest(store.provenance, store.n_rows, store.dim, split),
+                                 files={"manifest": str(Path(output) / f"{split}.manifest.json")})
+    stage.flops = forward_flops(n_params, computed)
+    progress.done()
+    metrics = {"tokens": float(tokens), "computed_tokens": float(computed), "truncations": float(truncations),
+               "padding_efficiency": tokens / computed if computed else 1.0, "model_params": float(n_params),
+               "dim": float(extractor.loaded.hidden_size)}
+    stage.set_tags({"coala.model_id": provenance.get("model_id", ""), "coala.dataset_digest": dataset.digest})
+    artifacts.table("feature-stores", [{"split": r.split, "rows": r.n_rows, "dim": r.dim, "uri": r.uri,
+                                        "digest": r.digest[:16]} for r in stores.values()],
+                    f"Feature stores of {provenance.get('model_id')} ({config.pooling} pooling, layer {config.layer})")
+    return FeaturesRef(stores=stores, metrics=metrics)
 
 
 def _json(obj: object) -> str:

@@ -1,31 +1,56 @@
-"""What every stage task shares: the tracking context, retry and failure policies, and the call helper.
+"""The one stage wrapper: every stage task is a body wrapped by :func:`stage_task`.
 
-:func:`run_stage` is how a flow calls a stage task. It derives the stage's output folder from the same
-content digests as the cache key (so the output location is a function of the inputs), forces a rerun
-when that folder is missing (the store on disk is the truth, the Prefect cache only a shortcut), applies
-the configured timeout, and on a cache hit records a nested MLflow run marked ``cached`` that points at
-the run that made the artifact.
+The wrapper owns what every stage shares, so a task body only loads its references, makes one core call,
+writes its output and returns a reference:
+
+- the MLflow stage run: named by the stage (``build_dataset``, ``extract_features``, ...), tagged
+  ``coala.stage=<name>`` and ``coala.cached=false``, the stage's params (from its ``params`` function of the
+  task's inputs), system metrics while it runs, FINISHED / FAILED / KILLED at the end, with the error's
+  one-line text in ``coala.error`` on failure;
+- datasets: every input reference (pairs file, feature stores, plain input files) and the output reference
+  are logged as MLflow dataset inputs with their schema (:mod:`tasks.datasets`);
+- metering: wall time and peak RSS of the body, plus the FLOPs the body reports (``stage.flops += ...``),
+  logged as metrics and merged into the returned reference's ``metrics``;
+- logs: the core's ``logging`` records (logger ``coala`` and below, INFO and up) and Python warnings raised
+  while the body runs go to the Prefect task run's log (as well as to their usual handlers);
+- Prefect options: the content-digest cache policy, persisted JSON results, retries of transient I/O
+  errors only, and the failure hook that ends runs a timeout left RUNNING.
+
+A body reaches its run through :func:`current_stage`. :func:`run_stage` is how a flow calls a stage task:
+it derives the output folder from the same content digests as the cache key, forces a rerun when that
+folder is missing, applies the timeout, and on a cache hit records a run with the same name, tags (but
+``coala.cached=true`` and ``coala.cached_from=<run id>``), params and datasets as a fresh run.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import logging
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mlflow.tracking import MlflowClient
-from prefect import Task
+from prefect import Task, task
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, ConfigDict
 
 from coala_core.errors import CoalaError
-from tasks.caching import stable_digest
-from tasks.refs import ArtifactRef, FeaturesRef
-from tasks.tracking import TrackedRun, start_run
+from tasks.caching import digest_policy, stable_digest
+from tasks.compute import StageMeter, measure
+from tasks.datasets import log_input_datasets, log_output_datasets
+from tasks.tracking import TrackedRun, params_from_config, stage_run, start_run
 
 NOT_IN_KEY = ("workdir", "output", "tracking")
 IO_RETRY_DELAYS = exponential_backoff(backoff_factor=2)
+CORE_LOGGER = "coala"
 
 
 class TrackingContext(BaseModel):
@@ -79,35 +104,223 @@ def fail_stage_runs(task: Task, task_run: TaskRun, state: State) -> None:
         client.set_terminated(run.info.run_id, status="FAILED")
 
 
+# --------------------------------------------------------------------------------------------------
+# The wrapper
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A stage's identity: its MLflow run name / ``coala.stage`` tag and how its params follow from its inputs."""
+
+    name: str
+    params: Callable[..., Mapping[str, Any]]
+
+    def params_of(self, inputs: Mapping[str, Any]) -> dict[str, str]:
+        return params_from_config(dict(self.params(**inputs)))
+
+
+@dataclass
+class StageRun:
+    """What a stage body sees (:func:`current_stage`): its MLflow run and its meter."""
+
+    spec: StageSpec
+    run: TrackedRun
+    meter: StageMeter = field(default_factory=StageMeter)
+
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id
+
+    @property
+    def flops(self) -> float:
+        return self.meter.flops
+
+    @flops.setter
+    def flops(self, value: float) -> None:
+        self.meter.flops = float(value)
+
+    def __getattr__(self, name: str) -> Any:  # log_metrics, log_history, log_artifact, log_dataset, set_tags
+        return getattr(self.run, name)
+
+
+_CURRENT: ContextVar[StageRun | None] = ContextVar("coala_stage", default=None)
+
+
+def current_stage() -> StageRun:
+    """The stage run of the body being executed; only inside a :func:`stage_task` body."""
+    st = _CURRENT.get()
+    if st is None:
+        raise RuntimeError("current_stage() is only available inside a stage_task body")
+    return st
+
+
+def stage_task(name: str, *, params: Callable[..., Mapping[str, Any]], task_name: str | None = None,
+               **task_options: Any) -> Callable[[Callable[..., Any]], Task]:
+    """Decorate a stage body into a Prefect task run by the rules of this module.
+
+    ``name`` is the stage's MLflow run name and ``coala.stage`` tag; ``params(**inputs)`` returns the nested
+    params to log (called with every argument of the task, fresh or cached). The body must take keyword
+    arguments ``workdir``, ``output`` and ``tracking``. ``task_options`` override the Prefect defaults.
+    """
+    spec = StageSpec(name, params)
+
+    def decorate(body: Callable[..., Any]) -> Task:
+        signature = inspect.signature(body)
+        missing = {"workdir", "output", "tracking"} - set(signature.parameters)
+        if missing:
+            raise TypeError(f"stage body {body.__name__} lacks keyword arguments {sorted(missing)}")
+
+        @functools.wraps(body)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            return execute(spec, dict(bound.arguments), lambda: body(*args, **kwargs))
+
+        wrapper.__coala_stage__ = spec  # type: ignore[attr-defined]
+        options: dict[str, Any] = {"cache_policy": digest_policy(*NOT_IN_KEY), "persist_result": True,
+                                   "result_serializer": "json", "retry_condition_fn": retry_transient,
+                                   "on_failure": [fail_stage_runs], **task_options}
+        return task(name=task_name or name.replace("_", "-"), **options)(wrapper)
+
+    return decorate
+
+
+def execute(spec: StageSpec, inputs: Mapping[str, Any], call: Callable[[], Any]) -> Any:
+    """Run a stage body (``call``) in its fresh stage run: params, input datasets, metering, logs, failure
+    tag; then log the reference it returns and return it with its metrics and run id."""
+    tracking: TrackingContext = inputs["tracking"]
+    client = tracking.client()
+    with stage_run(client, tracking.experiment_id, spec.name, parent_run_id=tracking.parent_run_id,
+                   tags={"coala.cached": "false", **prefect_tags()}, system_metrics=tracking.system_metrics,
+                   sampling_interval=tracking.system_metrics_interval_s) as run:
+        run.log_params(spec.params_of(inputs))
+        log_input_datasets(run, inputs)
+        st = StageRun(spec, run)
+        token = _CURRENT.set(st)
+        try:
+            with stage_logs(), measure() as meter:
+                st.meter = meter
+                ref = call()
+        except BaseException as err:
+            run.set_tags({"coala.error": f"{type(err).__name__}: {err}"[:5000]})
+            raise
+        finally:
+            _CURRENT.reset(token)
+        return finish(st, ref)
+
+
+def finish(st: StageRun, ref: Any) -> Any:
+    """Log the body's reference (metrics + meter, output datasets) on its run; return it with the run id."""
+    metrics = {**dict(getattr(ref, "metrics", {}) or {}), **st.meter.metrics()}
+    st.run.log_metrics(metrics)
+    log_output_datasets(st.run, ref)
+    digest = getattr(ref, "digest", None)
+    if digest:
+        st.run.set_tags({"coala.digest": digest})
+    if isinstance(ref, BaseModel) and "metrics" in type(ref).model_fields:
+        ref = ref.model_copy(update={"metrics": metrics, "mlflow_run_id": st.run.run_id})
+    return ref
+
+
+class PrefectForwarder(logging.Handler):
+    """Send records to the current Prefect run's logger (so they show in the UI with the task run)."""
+
+    def __init__(self, target: logging.LoggerAdapter | logging.Logger) -> None:
+        super().__init__(logging.INFO)
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if record.name == "py.warnings":
+                self.target.log(record.levelno, record.getMessage().strip())
+            else:
+                self.target.log(record.levelno, "%s: %s", record.name, record.getMessage())
+        except Exception:  # noqa: BLE001 - logging must never break a stage
+            self.handleError(record)
+
+
+@contextmanager
+def stage_logs() -> Iterator[None]:
+    """While a stage body runs in a Prefect run: logger ``coala`` (INFO) and warnings reach the run's log."""
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        target = get_run_logger()
+    except MissingContextError:  # called with .fn outside an engine: nothing to forward to
+        yield
+        return
+    core = logging.getLogger(CORE_LOGGER)
+    handler = PrefectForwarder(target)
+    previous_level = core.level
+    if core.getEffectiveLevel() > logging.INFO:
+        core.setLevel(logging.INFO)
+    core.addHandler(handler)
+    with warnings.catch_warnings():
+        original = warnings.showwarning
+
+        def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: Any = None, line: str | None = None) -> None:
+            handler.emit(logging.LogRecord("py.warnings", logging.WARNING, filename, lineno,
+                                           f"{category.__name__}: {message}", None, None))
+            original(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        try:
+            yield
+        finally:
+            core.removeHandler(handler)
+            core.setLevel(previous_level)
+
+
+# --------------------------------------------------------------------------------------------------
+# Calling a stage from a flow
+
+
+def stage_spec(task_: Task) -> StageSpec:
+    """The task's :class:`StageSpec`; for a task not yet built with :func:`stage_task`, one named after it
+    without params."""
+    return getattr(task_.fn, "__coala_stage__", None) or StageSpec(task_.name.replace("-", "_"), lambda **_: {})
+
+
 def stage_output(workdir: Path, stage: str, task: Task, params: dict[str, Any]) -> Path:
-    """``<workdir>/<stage>/<digest of the inputs that enter the cache key>``."""
+    """``<workdir>/<stage folder>/<digest of the inputs that enter the cache key>``."""
     kept = {k: v for k, v in params.items() if k not in NOT_IN_KEY}
     return Path(workdir) / stage / stable_digest({"task": task.name, "inputs": kept})
 
 
 def run_stage(task: Task, *, stage: str, workdir: Path, tracking: TrackingContext, timeout_s: float | None = None,
               **params: Any) -> Any:
-    """Call a stage task by the rules above and return its reference."""
+    """Call a stage task by the rules above and return its reference (``stage`` names the output folder)."""
     output = stage_output(workdir, stage, task, params)
     configured = task.with_options(refresh_cache=not output.exists(), timeout_seconds=timeout_s,
                                    result_storage=Path(workdir).resolve() / "prefect-results")
-    state = configured(workdir=workdir, output=output, tracking=tracking, return_state=True, **params)
+    inputs = {"workdir": workdir, "output": output, "tracking": tracking, **params}
+    state = configured(return_state=True, **inputs)
     ref = state.result()
     if state.name == "Cached":
-        log_cached_stage(tracking, stage, ref)
+        log_cached_stage(tracking, stage_spec(task), inputs, ref)
     return ref
 
 
-def log_cached_stage(tracking: TrackingContext, stage: str, ref: ArtifactRef | FeaturesRef | Any) -> TrackedRun | None:
-    """A nested run for a stage answered from the cache: its metrics, and a link to the run that computed it."""
+def log_cached_stage(tracking: TrackingContext, spec: StageSpec, inputs: Mapping[str, Any], ref: Any) -> TrackedRun | None:
+    """A run for a stage answered from the cache, named and tagged like a fresh one: same params and
+    datasets, the reference's metrics, ``coala.cached=true`` and a link to the run that computed it."""
     if tracking.parent_run_id is None:
         return None
     client = tracking.client()
-    run = start_run(client, tracking.experiment_id, f"{stage} (cached)", parent_run_id=tracking.parent_run_id,
-                    tags={"coala.stage": stage, "coala.cached": "true",
+    run = start_run(client, tracking.experiment_id, spec.name, parent_run_id=tracking.parent_run_id,
+                    tags={"coala.stage": spec.name, "coala.cached": "true",
                           "coala.cached_from": getattr(ref, "mlflow_run_id", None) or "", **prefect_tags()})
-    metrics = dict(getattr(ref, "metrics", {}) or {})
-    run.log_metrics(metrics)
-    run.set_tags({"coala.digest": getattr(ref, "digest", "")})
+    try:
+        run.log_params(spec.params_of(inputs))
+        log_input_datasets(run, inputs)
+        run.log_metrics(dict(getattr(ref, "metrics", {}) or {}))
+        log_output_datasets(run, ref)
+        if getattr(ref, "digest", None):
+            run.set_tags({"coala.digest": ref.digest})
+    except BaseException:
+        run.end("FAILED")
+        raise
     run.end("FINISHED")
     return run

@@ -127,15 +127,16 @@ class TrackedRun:
             self.client.log_artifact(self.run_id, str(p), artifact_path)
 
     def log_dataset(self, path: str | Path, *, name: str, digest: str, context: str,
-                    profile: Mapping[str, Any] | None = None) -> None:
-        """Record a dataset input (lineage) by source path and content digest, without uploading it."""
+                    profile: Mapping[str, Any] | None = None, schema: Any = None) -> None:
+        """Record a dataset input (lineage) by source path and content digest, without uploading it;
+        ``schema`` is an ``mlflow.types.Schema`` (shown in the run's Datasets panel)."""
         from mlflow.data.dataset_source_registry import resolve_dataset_source
         from mlflow.data.meta_dataset import MetaDataset
 
         with warnings.catch_warnings():  # a local path matches two equivalent local source types
             warnings.simplefilter("ignore", UserWarning)
             source = resolve_dataset_source(str(Path(path).resolve()))
-        ds = MetaDataset(source=source, name=name, digest=digest[:36])
+        ds = MetaDataset(source=source, name=name, digest=digest[:36], schema=schema)
         entity = ds._to_mlflow_entity()
         if profile:
             entity = type(entity)(name=entity.name, digest=entity.digest, source_type=entity.source_type,
