@@ -79,7 +79,7 @@ def _default_label(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (tuple, list)):
-        return ",".join(str(v) for v in value) or "(empty)"
+        return ",".join(str(v) for v in value) or "empty"
     return str(value)
 
 

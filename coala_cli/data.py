@@ -112,13 +112,13 @@ def build_edufeedback_cmd(
     direction: str | None = config_option(E, "direction", help="later-is-worse: chosen T_{i+1}, rejected T_{i+2}."),
     tutor_role: str | None = config_option(E, "tutor_role", help="Input role of the tutor, as the file names it (messages format)."),
     role_map: str | None = typer.Option(None, help="ROLE=tutor|student|system|skip,... with the file's role names (messages format).",
-                                        show_default="none"),
+                                        show_default="none", metavar="ROLE=SPEAKER,..."),
     include_opening_tutor_turns: bool | None = config_option(
         E, "include_opening_tutor_turns", help="Keep tutor turns before the first student turn in every prompt (paper: no)."),
     group_field: str | None = config_option(E, "group_field", help="Record field grouping conversations for splits (none: qid for mathdial)."),
     id_field: str | None = config_option(E, "id_field", help="Record field naming the conversation."),
     source: str | None = config_option(E, "source", help="Value of the 'source' column (none: from the format)."),
-    splits: str | None = typer.Option(None, help=SPLITS_HELP, show_default=SPLITS_DEFAULT),
+    splits: str | None = typer.Option(None, help=SPLITS_HELP, show_default=SPLITS_DEFAULT, metavar="TRAIN,VAL,TEST"),
     seed: int | None = config_option(E, "seed", help="Seed of the split and the --limit subset."),
     limit: int | None = config_option(E, "limit", help="Keep at most this many rows, as whole groups (seeded)."),
     max_prompt_chars: int | None = config_option(E, "max_prompt_chars", help="Drop rows whose prompt is longer (characters)."),
@@ -132,7 +132,8 @@ def build_edufeedback_cmd(
     split_column: str | None = config_option(E, "split_field", "--split-column",
                                              help="Keep the source's own split: the field naming it (groups still respected)."),
     split_names: str | None = typer.Option(None, help="VALUE=train|validation|test,... for --split-column.",
-                                           show_default="train/training, validation/valid/val/dev, test/testing"),
+                                           show_default="train/training, validation/valid/val/dev, test/testing",
+                                           metavar="VALUE=SPLIT,..."),
 ) -> None:
     """Preference triplets from tutoring conversations by the Alternating Population Strategy."""
     overrides = set_options(format=format, aps_mode=aps_mode, direction=direction, tutor_role=tutor_role,
@@ -166,7 +167,7 @@ def import_cmd(
     ignore_labels: str | None = config_option(IMP, "ignore_labels",
                                               help="sentiment: labels to drop (counted in the card), e.g. neutral; '*' = any other."),
     drop_ties: bool | None = config_option(IMP, "drop_ties", "--drop-ties/--keep-ties", help="ultrafeedback: drop equal scores."),
-    splits: str | None = typer.Option(None, help=SPLITS_HELP, show_default=SPLITS_DEFAULT),
+    splits: str | None = typer.Option(None, help=SPLITS_HELP, show_default=SPLITS_DEFAULT, metavar="TRAIN,VAL,TEST"),
     seed: int | None = config_option(IMP, "seed", help="Seed of pairing, split and --limit subset."),
     limit: int | None = config_option(IMP, "limit", help="Keep at most this many rows, as whole groups (seeded)."),
     max_prompt_chars: int | None = config_option(IMP, "max_prompt_chars", help="Drop rows whose prompt is longer (characters)."),
@@ -180,7 +181,8 @@ def import_cmd(
     split_column: str | None = config_option(IMP, "split_field", "--split-column",
                                              help="Keep the source's own split: the field naming it (groups still respected)."),
     split_names: str | None = typer.Option(None, help="VALUE=train|validation|test,... for --split-column.",
-                                           show_default="train/training, validation/valid/val/dev, test/testing"),
+                                           show_default="train/training, validation/valid/val/dev, test/testing",
+                                           metavar="VALUE=SPLIT,..."),
 ) -> None:
     """Import a preference file in a standard format to the canonical pairs table."""
     overrides = set_options(format=format, source=source, prompt_field=prompt_field, response_field=response_field,
