@@ -1,28 +1,35 @@
 """Cache keys from content digests (a Prefect 3 cache policy).
 
-A task's key is the sha256 of its name, its source code and its inputs, where each input is replaced by
-a token of its content: a reference (:mod:`tasks.refs`) by its digest, a ``Path`` to a file by the sha256
-of the file's bytes, a pydantic config by its JSON dump. Locations do not enter the key, so the key says
-"these bytes with this config through this code"; excluded parameters (work folders, tracking handles)
-never do. Changing one Phase II field changes only the keys of Phase II and of what reads its head.
+A task's key is the sha256 of its name, the digest of the code it runs and its inputs, where each input is
+replaced by a token of its content: a reference (:mod:`tasks.refs`) by its digest, a ``Path`` to a file by
+the sha256 of the file's bytes, a pydantic config by its JSON dump. The code digest
+(:func:`code_digest`) covers every Python source file of ``coala_core`` and ``storage`` (the packages of
+:data:`SOURCE_ROOTS`) and the task's own module, so a fix anywhere in the core makes the next run recompute
+instead of returning the cached old result. Locations do not enter the key, so the key says "these bytes
+with this config through this code"; excluded parameters (work folders, tracking handles) never do.
+Changing one Phase II field changes only the keys of Phase II and of what reads its head.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefect.cache_policies import TASK_SOURCE, CachePolicy
+from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 from pydantic import BaseModel
 
 from tasks.refs import ArtifactRef, FeaturesRef
 
 _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+#: the packages whose source enters every stage's cache key (the core numerics and every byte on disk)
+SOURCE_ROOTS: list[Path] = [Path(__file__).resolve().parent.parent / name for name in ("coala_core", "storage")]
 
 
 def file_digest(path: str | Path) -> str:
@@ -37,6 +44,31 @@ def file_digest(path: str | Path) -> str:
                 h.update(block)
         _FILE_DIGESTS[memo] = h.hexdigest()
     return _FILE_DIGESTS[memo]
+
+
+def source_digest(paths: list[Path]) -> str:
+    """sha256 over (relative name, sha256 of bytes) of every ``*.py`` file under ``paths`` (directories are
+    walked; files are taken as they are), in sorted order. File digests are memoised on size and mtime."""
+    entries: list[tuple[str, str]] = []
+    for root in paths:
+        root = Path(root)
+        files = sorted(root.rglob("*.py")) if root.is_dir() else [root]
+        for f in files:
+            if f.is_file() and "__pycache__" not in f.parts:
+                rel = f.relative_to(root.parent) if root.is_dir() else Path(f.name)
+                entries.append((rel.as_posix(), file_digest(f)))
+    text = json.dumps(sorted(entries), separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def code_digest(fn: Any = None) -> str:
+    """Digest of the code a task runs: :data:`SOURCE_ROOTS` plus the module file defining ``fn``."""
+    paths = list(SOURCE_ROOTS)
+    if fn is not None:
+        src = inspect.getsourcefile(inspect.unwrap(fn))
+        if src is not None:
+            paths.append(Path(src))
+    return source_digest(paths)
 
 
 def content_token(value: Any) -> Any:
@@ -64,7 +96,7 @@ def stable_digest(obj: Any, length: int = 16) -> str:
 
 @dataclass
 class DigestInputs(CachePolicy):
-    """Cache key = sha256(task key, content tokens of the inputs not in ``exclude``)."""
+    """Cache key = sha256(task name, digest of the code it runs, content tokens of the inputs not in ``exclude``)."""
 
     exclude: list[str] = field(default_factory=list)
 
@@ -76,9 +108,10 @@ class DigestInputs(CachePolicy):
         **kwargs: Any,
     ) -> str | None:
         kept = {k: v for k, v in inputs.items() if k not in self.exclude}
-        return stable_digest({"task": task_ctx.task.name, "inputs": kept}, length=64)
+        code = code_digest(task_ctx.task.fn)
+        return stable_digest({"task": task_ctx.task.name, "code": code, "inputs": kept}, length=64)
 
 
 def digest_policy(*exclude: str) -> CachePolicy:
-    """The policy every cached stage task uses: content digests of inputs plus the task's source."""
-    return DigestInputs(exclude=list(exclude)) + TASK_SOURCE
+    """The policy every cached stage task uses: content digests of its inputs and of the code it runs."""
+    return DigestInputs(exclude=list(exclude))
