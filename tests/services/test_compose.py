@@ -52,7 +52,7 @@ def test_databases_and_servers_wiring(model: dict) -> None:
     assert s["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"] == \
         "postgresql+asyncpg://coala:change-me@postgres:5432/prefect"
     mlflow_cmd = s["mlflow"]["command"]
-    assert mlflow_cmd[mlflow_cmd.index("--backend-store-uri") + 1] == "postgresql://coala:change-me@postgres:5432/mlflow"
+    assert mlflow_cmd[mlflow_cmd.index("--backend-store-uri") + 1] == "postgresql+psycopg2://coala:change-me@postgres:5432/mlflow"
     assert "--serve-artifacts" in mlflow_cmd and mlflow_cmd[mlflow_cmd.index("--artifacts-destination") + 1] == "/mlartifacts"
     worker = s["worker"]
     assert worker["environment"]["PREFECT_API_URL"] == "http://prefect-server:4200/api"
