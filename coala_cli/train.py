@@ -1,6 +1,6 @@
-"""``coala train``, ``coala evaluate``, ``coala baseline``, ``coala score``: thin wrappers over the engine
-(:func:`coala_core.engine.fit_head`, :func:`coala_core.engine.score_source`), the evaluation, the baselines and
-the report.
+"""``coala train``, ``coala evaluate``, ``coala baseline``: thin wrappers over the engine
+(:func:`coala_core.engine.fit_head`), the evaluation, the baselines and the report (``coala score``:
+:mod:`coala_cli.score`).
 
 Features come from a FeatureStore, read chunk by chunk; splits, sources and groups from the pairs Parquet,
 aligned to the store's rows by ``pair_id``. ``--config YAML`` reads the ``phase1``, ``phase2`` and ``train``
@@ -20,14 +20,14 @@ import typer
 from coala_cli._common import handle_errors
 from coala_core.baselines import compare_heads, comparison_table, fit_baselines
 from coala_core.engine.fit import fit_head
-from coala_core.engine.sources import SubsetPairs, align_to_store, score_source
+from coala_core.engine.sources import SubsetPairs, align_to_store
 from coala_core.engine.spec import HeadSpec
 from coala_core.errors import DataError
 from coala_core.evaluation import evaluate_head
-from coala_core.report import md_table, render_report
-from storage.atomic import atomic_write_bytes, atomic_write_text
+from coala_core.report import render_report
+from storage.atomic import atomic_write_bytes
 from storage.feature_store import FeatureStore
-from storage.heads import load_head, save_head, write_scores
+from storage.heads import load_head, save_head
 
 FEATURES = typer.Option(..., "--features", help="feature store (path or fsspec URL)")
 PAIRS = typer.Option(None, "--pairs", help="pairs Parquet with split/source/group_id (aligned by pair_id)")
@@ -111,6 +111,10 @@ def train(
     trained = fit_head(train_rows, val_rows, spec)
     save_head(output, trained.head, provenance=store.provenance, **trained.record.head_json())
     rec = trained.record
+    from coala_core.evaluation.degenerate import training_warnings
+
+    for w in training_warnings(rec.training(), n_validation=int(val_rows.n_rows)):
+        typer.echo(f"warning: {w}", err=True)
     s, val = rec.phase2_summary, rec.validation_accuracy()
     typer.echo(f"head written to {output}: d={trained.head.dim}, m={trained.head.width}, "
                f"Phase I beta={rec.phase1_beta}, Phase II beta={s['beta']} gamma={s['gamma']} l2={s['l2']}, "
@@ -143,8 +147,15 @@ def evaluate(
     baselines: bool = typer.Option(False, "--baselines/--no-baselines", help="also fit and compare the baselines"),
     n_boot: int = typer.Option(1000, help="bootstrap resamples for the 95% intervals"),
     seed: int = typer.Option(0),
+    cv: int | None = typer.Option(None, "--cv", help="K: refit the head's recipe on K group folds; every pair held out once (coala_cli/cv.py)"),
 ) -> None:
     """Write metrics JSON, plots and report.md for the head on held-out pairs."""
+    if cv is not None:
+        from coala_cli.cv import evaluate_cv
+
+        evaluate_cv(head=head, features=features, pairs=pairs, output=output, k=cv, baselines=baselines,
+                    n_boot=n_boot, seed=seed)
+        return
     store = _open(features)
     h = load_head(head, expected_dim=store.dim, expected_provenance=store.provenance)
     labels = _labels(store, pairs)
@@ -158,58 +169,16 @@ def evaluate(
     output.mkdir(parents=True, exist_ok=True)
     for name, blob in files.items():
         atomic_write_bytes(output / name, blob)
+    for w in json.loads(files["metrics.json"]).get("warnings", []):
+        typer.echo(f"warning: {w}", err=True)
     m = ev.metrics
     typer.echo(f"{split}: {int(m['n_pairs'])} pairs, accuracy {m['accuracy']:.4f} "
                f"(95% CI {ev.ci['accuracy'][0]:.4f}-{ev.ci['accuracy'][1]:.4f}), sigmoid margin "
                f"{m['sigmoid_margin']:.4f}, ECE {m['ece']:.4f}; report: {output / 'report.md'}")
 
 
-@handle_errors
-def baseline(
-    features: str = FEATURES,
-    pairs: Path = typer.Option(..., "--pairs", help="pairs Parquet with train/validation/test splits"),
-    head: Path | None = typer.Option(None, "--head", help="a COALA head to compare (default: random-ReLU width 20)"),
-    output: Path | None = typer.Option(None, "--output", help="directory for comparison.json and comparison.md"),
-    split: str = typer.Option("test"),
-    n_boot: int = typer.Option(1000),
-    seed: int = typer.Option(0),
-) -> None:
-    """Fit the linear Bradley-Terry and AdamW ReLU-net baselines on the same features and compare."""
-    store = _open(features)
-    labels = _labels(store, pairs)
-    if head is not None:
-        h = load_head(head, expected_dim=store.dim, expected_provenance=store.provenance)
-    else:
-        spec = HeadSpec.build({"train": {"first_layer": "random", "seed": seed}})
-        h = fit_head(SubsetPairs(store, _rows(labels, "train")), SubsetPairs(store, _rows(labels, "validation")),
-                     spec).head
-    table = _baselines(store, labels, h, _rows(labels, split), seed, n_boot)
-    text = md_table(table)
-    typer.echo(text)
-    if output is not None:
-        output.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(output / "comparison.json", json.dumps(table, indent=2))
-        atomic_write_text(output / "comparison.md", f"# Heads on the same features ({split} split)\n\n{text}")
-
-
-@handle_errors
-def score(
-    head: Path = typer.Option(..., "--head"),
-    features: str = FEATURES,
-    output: Path = typer.Option(..., "--output", help="Parquet file of per-pair rewards"),
-) -> None:
-    """Score every pair of the store with the head; write pair_id, rewards, margin and probability."""
-    store = FeatureStore.open(features, mode="r")
-    h = load_head(head, expected_dim=store.dim, expected_provenance=store.provenance)
-    r_w, r_l = score_source(h, store, str(features))
-    write_scores(output, {"pair_id": store.pair_ids(), "reward_chosen": r_w, "reward_rejected": r_l,
-                          "margin": r_w - r_l, "p_chosen": 1.0 / (1.0 + np.exp(-h.beta * (r_w - r_l)))})
-    typer.echo(f"{len(r_w)} pairs scored; accuracy {np.mean(r_w > r_l):.4f}; written to {output}")
-
-
 def register(app: typer.Typer) -> None:
-    """Add ``train``, ``evaluate``, ``baseline`` and ``score`` to the root app."""
+    """Add ``train`` and ``evaluate`` to the root app (``score``: coala_cli/score.py; ``baseline``:
+    coala_cli/baseline.py)."""
     app.command("train")(train)
     app.command("evaluate")(evaluate)
-    app.command("baseline")(baseline)
-    app.command("score")(score)

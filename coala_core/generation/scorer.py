@@ -1,7 +1,7 @@
 """Scoring (prompt, response) texts with a reward head, through exactly the feature path of training.
 
-Features come from :class:`coala_core.features.FeatureExtractor` (the same encoder, truncation, forward pass
-and pooling that filled the feature store), rounded to the store's dtype (a head trained on float16 features
+Features come from :meth:`coala_core.features.FeatureExtractor.features` (the same encoder, forward pass and
+pooling that filled the feature store; each text is cut on its own), rounded to the store's dtype (a head trained on float16 features
 scores float16-rounded features), then the head: r = head.score(f). Which extractor settings to use is read
 from the head's recorded feature provenance, never assumed: :func:`extraction_config_for` rebuilds the
 config from it, and the loader compares the provenance of the loaded model with the head's.
@@ -16,14 +16,15 @@ import numpy as np
 
 from coala_core.errors import ConfigError, DataError, NonFiniteError
 from coala_core.features import ExtractionConfig, FeatureExtractor
-from coala_core.features.batching import BackoffRunner
+from coala_core.features.batching import GroupRunner
 from coala_core.features.model import DEFAULT_MODEL_ID
 from coala_core.phase2.head import RewardHead
 
 Message = dict[str, str]
 ROLES = ("system", "user", "assistant")
-#: ExtractionConfig fields that change the features and are recorded in a store's provenance
-_NUMERIC_FIELDS = ("pooling", "layer", "max_tokens", "use_chat_template", "store_dtype", "chunk_rows", "attention_seed")
+#: ExtractionConfig fields that never come from a provenance: the model (named separately) and speed knobs
+_NOT_FROM_PROVENANCE = frozenset({"model", "revision", "dtype", "trust_remote_code", "batch_size", "bucketing", "device",
+                                  "num_threads", "cache_dir"})
 
 
 def to_messages(prompt: Any, where: str = "prompt") -> list[Message]:
@@ -71,7 +72,10 @@ def extraction_config_for(
             f"the head was trained on features of a local model ({provenance.get('model_id')!r}, revision "
             f"{provenance.get('model_revision')!r}); name it with --backbone PATH"
         )
-    fields: dict[str, Any] = {k: provenance[k] for k in _NUMERIC_FIELDS if k in provenance}
+    fields: dict[str, Any] = {k: v for k, v in provenance.items()
+                              if (k in ExtractionConfig.model_fields or k == "layer") and k not in _NOT_FROM_PROVENANCE}
+    if "truncation" in provenance:  # how long prompts were cut: per pair (shared prefix) or per text
+        fields["share_prefix"] = provenance["truncation"] == "pair"
     if model is None and spec != "default":  # a hub id: pin the revision the head was trained on
         fields["revision"] = provenance.get("model_revision")
     dtype = provenance.get("compute_dtype")
@@ -84,8 +88,9 @@ class HeadScorer:
     """Rewards of (prompt, response) texts: frozen-LM features pooled as in training, then the head."""
 
     def __init__(self, extractor: FeatureExtractor, head: RewardHead, store_dtype: str = "float32") -> None:
-        if head.dim != extractor.loaded.hidden_size:
-            raise ConfigError(f"head reads features of width {head.dim}, the model's hidden size is {extractor.loaded.hidden_size}")
+        width = int(getattr(extractor, "dim", extractor.loaded.hidden_size))
+        if head.dim != width:
+            raise ConfigError(f"head reads features of width {head.dim}, this extraction makes {width} columns")
         self.extractor = extractor
         self.head = head
         self.store_dtype = np.dtype(store_dtype)
@@ -99,10 +104,8 @@ class HeadScorer:
         all n texts in one forward pass (halved only on out-of-memory)."""
         if not len(responses):
             return np.zeros((0, self.head.dim), dtype=np.float32)
-        encoded = self.extractor.encoder.encode(prompts, responses)
-        seqs = [e.ids for e in encoded]
-        runner = BackoffRunner(self.extractor.forward, len(seqs) if one_batch else self.extractor.config.batch_size)
-        f = self.extractor.run(seqs, runner).astype(self.store_dtype).astype(np.float32)
+        runner = GroupRunner(self.extractor.engine.run, len(responses) if one_batch else self.extractor.config.batch_size)
+        f = self.extractor.features(prompts, responses, runner).astype(self.store_dtype).astype(np.float32)
         bad = np.flatnonzero(~np.isfinite(f).all(axis=1))
         if bad.size:
             raise NonFiniteError(
