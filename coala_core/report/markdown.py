@@ -40,8 +40,9 @@ def _metrics_section(name: str, ev: Evaluation) -> list[str]:
     lo, hi = ev.ci["accuracy"]
     lines = [
         f"### {name} ({int(m['n_pairs'])} pairs)\n",
-        f"- **pairwise accuracy: {m['accuracy']:.4f}** (95% bootstrap interval {lo:.4f} to {hi:.4f}); on "
-        "human-labelled pairs this is the human-consistency figure",
+        f"- **pairwise accuracy: {m['accuracy']:.4f}** (95% bootstrap interval {lo:.4f} to {hi:.4f}; a tie "
+        "counts 1/2, so a head that cannot decide reads 0.5); on human-labelled pairs this is the "
+        "human-consistency figure",
         f"- paper's reward margin, mean sigmoid(r_w - r_l): {m['sigmoid_margin']:.4f} "
         f"({ev.ci['sigmoid_margin'][0]:.4f} to {ev.ci['sigmoid_margin'][1]:.4f})",
         f"- TRL names: rewards/chosen {m['rewards/chosen']:.4g}, rewards/rejected {m['rewards/rejected']:.4g}, "
@@ -65,14 +66,31 @@ def render_report(
     baselines: Sequence[Mapping[str, Any]] | None = None,
     title: str = "COALA reward head: evaluation report",
     inputs: Mapping[str, Any] | None = None,
+    warnings: Sequence[str] | None = None,
+    cv: Mapping[str, Any] | None = None,
 ) -> dict[str, bytes]:
     """Build ``report.md``, ``metrics.json`` and the plots from evaluations per split and the head's metadata
-    (``head.json``: config, Phase I beta path and chosen beta, Phase II selection table and history)."""
+    (``head.json``: config, Phase I beta path and chosen beta, Phase II selection table and history).
+
+    Degenerate-head warnings (:mod:`coala_core.evaluation.degenerate`) are computed from the head's training
+    record and the evaluated rewards, added to ``warnings``, and listed first; ``cv`` (a
+    :func:`coala_core.evaluation.cv.summarise_cv` summary) adds the cross-validated comparison."""
+    from coala_core.evaluation.degenerate import head_warnings
+    from coala_core.report.cv import cv_section, warnings_section
+
     files: dict[str, bytes] = {}
     md = [f"# {title}\n"]
     if inputs:
         md += ["Inputs:\n", md_table([{"input": k, "value": v} for k, v in inputs.items()])]
     train = head_meta.get("training", {})
+    found = list(warnings or []) + head_warnings(head_meta)
+    for name, ev in evaluations.items():
+        found += head_warnings(None, ev.r_w, ev.r_l, ev.beta, name=f"head on {name}")
+    if cv:
+        found += [w for w in cv.get("warnings", []) if w not in found]
+    md += warnings_section(found)
+    if cv:
+        md += cv_section(cv)
     md += ["## Held-out metrics\n"]
     for name, ev in evaluations.items():
         md += _metrics_section(name, ev)
@@ -112,8 +130,11 @@ def render_report(
            + "```\n", "Feature provenance:\n", "```yaml\n"
            + yaml.safe_dump(dict(head_meta.get("feature_provenance", {})), sort_keys=True) + "```\n"]
     files["report.md"] = "\n".join(md).encode("utf-8")
-    metrics = {name: ev.to_dict() for name, ev in evaluations.items()}
+    metrics: dict[str, Any] = {name: ev.to_dict() for name, ev in evaluations.items()}
     if baselines:
         metrics["baselines"] = list(baselines)
+    metrics["warnings"] = found
+    if cv:
+        metrics["cv"] = dict(cv)
     files["metrics.json"] = json.dumps(metrics, indent=2, sort_keys=True, default=float).encode("utf-8")
     return files
