@@ -9,6 +9,7 @@ train + validation at the selected beta.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -20,6 +21,8 @@ from coala_core.phase1.config import Phase1Config
 from coala_core.phase1.fit import make_config, prepare
 from coala_core.phase1.result import Phase1Result
 from coala_core.phase1.source import ConcatRows, as_row_source
+
+log = logging.getLogger("coala.phase1")
 
 
 def beta_grid(beta_max: float, n_betas: int, min_ratio: float) -> np.ndarray:
@@ -62,6 +65,10 @@ def fit_phase1_path(X: Any, y: Any = None, config: Phase1Config | Mapping[str, A
                       "train_accuracy": res.train_accuracy, "val_accuracy": res.val_accuracy,
                       "n_active": res.n_active, "iterations": res.iterations, "seconds": res.seconds,
                       "converged": res.converged, "selected": False})
+        log.info("Phase I beta %d/%d = %.4g reached in %d iterations (%s): objective %.6g, train accuracy %.4f, "
+                 "validation accuracy %.4f, %d active neurons", i + 1, len(grid), beta, res.iterations,
+                 "converged" if res.converged else "not converged", res.objective, res.train_accuracy,
+                 res.val_accuracy, res.n_active)
         if progress is not None:
             progress({**solver.progress_context, "beta": float(beta), "done": True, "val_accuracy": res.val_accuracy,
                       "iteration": res.iterations})
@@ -69,6 +76,8 @@ def fit_phase1_path(X: Any, y: Any = None, config: Phase1Config | Mapping[str, A
     best = int(np.flatnonzero(accs == accs.max())[0])  # first = largest beta among ties
     table[best]["selected"] = True
     chosen = results[best]
+    log.info("Phase I chose beta %.4g (validation accuracy %.4f) of %d on the path", chosen.beta,
+             table[best]["val_accuracy"], len(table))
     if cfg.refit:
         both = ConcatRows([as_row_source(X, y, cfg.chunk_rows),
                            as_row_source(validation, validation_y, cfg.chunk_rows)])

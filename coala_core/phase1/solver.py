@@ -7,6 +7,7 @@ returns a :class:`Phase1Result` and the final solver state (to warm-start the ne
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from collections.abc import Callable
@@ -26,6 +27,9 @@ from coala_core.phase1.linalg import StructuredUStep
 from coala_core.phase1.programs import critical_beta, evaluate, recover_network
 from coala_core.phase1.result import Phase1Result
 from coala_core.phase1.source import to_numpy
+
+log = logging.getLogger("coala.phase1")
+LOG_EVERY = 200  # INFO line with the residuals every LOG_EVERY ADMM iterations (shown in Prefect's run log)
 
 
 def pairwise_accuracy(rows: PreparedRows, v: Any, w: Any) -> float:
@@ -113,6 +117,10 @@ class Phase1Solver:
                 hist.setdefault("val_accuracy", []).append(float("nan"))
             if ckpt is not None and every and st.k % every == 0:
                 save_checkpoint(ckpt, st, hist, fp)
+            if (st.k - start_k) % LOG_EVERY == 0:
+                log.info("Phase I ADMM beta=%g iteration %d/%d: objective %.6g, r_primal %.3e, r_dual %.3e, "
+                         "cone violation %.3e", beta, st.k - start_k, max_iter, info.objective, info.r_primal,
+                         info.r_dual, info.cone_violation)
             if self.progress is not None:
                 self.progress({**self.progress_context, "beta": beta, "iteration": st.k - start_k,
                                "max_iter": max_iter, "objective": info.objective, "r_primal": info.r_primal,
