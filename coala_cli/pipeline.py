@@ -11,9 +11,7 @@ from pathlib import Path
 import typer
 
 from coala_cli._common import handle_errors
-
-COMPARE_PARAMS = ("features.model", "phase1.n_patterns", "phase1.beta", "phase2.loss", "phase2.solver")
-COMPARE_METRICS = ("test/accuracy", "test/sigmoid_margin", "test/rewards/margins", "pipeline_wall_s", "total_tflops")
+from coala_cli.runs_compare import compare
 
 
 def _load(config: Path, overrides: list[str]):  # noqa: ANN202 - returns (PipelineConfig, dict)
@@ -29,69 +27,72 @@ def _load(config: Path, overrides: list[str]):  # noqa: ANN202 - returns (Pipeli
 
 @handle_errors
 def run(config: Path = typer.Option(..., "--config", help="pipeline YAML (sections run, dataset, features, phase1, phase2, evaluation)"),
-        set_: list[str] = typer.Option([], "--set", help="override SECTION.FIELD=VALUE (repeatable)")) -> None:
+        set_: list[str] = typer.Option([], "--set", help="override SECTION.FIELD=VALUE (repeatable)"),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars")) -> None:
     """Run the whole DAG once: dataset -> features -> Phase I -> Phase II -> evaluation."""
     cfg, extra = _load(config, set_)
-    from flows.runtime import interrupt_on_sigterm, where_to_look
+    from coala_cli.progress import pipeline_progress
+    from flows.runtime import interrupt_on_sigterm, pipeline_session, where_to_look
 
-    with interrupt_on_sigterm():
+    with interrupt_on_sigterm(), pipeline_session(cfg.workdir), pipeline_progress(quiet=quiet):  # workdir lock; repairs runs of killed pipelines
         from flows.pipeline import coala_pipeline
 
         report = coala_pipeline(str(config.resolve()), extra)
-    typer.echo(where_to_look(cfg.workdir, report.files.get("report")))
+    typer.echo(compare_hint(where_to_look(cfg.workdir, report.files.get("report")), config))
+
+
+def compare_hint(text: str, config: Path) -> str:
+    """The printed hint to compare runs names this config, so it copy-pastes as is."""
+    import shlex
+
+    return text.replace("coala runs compare", f"coala runs compare --config {shlex.quote(str(config))}")
 
 
 @handle_errors
 def serve(config: Path = typer.Option(..., "--config", help="pipeline YAML"),
           cron: str = typer.Option(..., "--cron", help='schedule, e.g. "0 3 * * *"'),
+          timezone: str = typer.Option("UTC", "--timezone", help="IANA time zone of the cron, e.g. Europe/Paris"),
+          concurrency: int = typer.Option(1, "--concurrency", min=1, help="runs of this deployment at a time"),
+          overlap: str = typer.Option("wait", "--overlap", help="a run due while --concurrency runs are active: "
+                                      "'wait' (queued until one finishes) or 'skip' (cancelled)"),
           name: str = typer.Option("coala-scheduled", "--name", help="deployment name"),
           set_: list[str] = typer.Option([], "--set", help="override SECTION.FIELD=VALUE (repeatable)")) -> None:
-    """Serve the pipeline as a scheduled Prefect deployment (blocks; Ctrl-C stops serving)."""
+    """Serve the pipeline as a scheduled Prefect deployment (blocks; Ctrl-C stops serving).
+
+    At most --concurrency runs at a time; a run that comes due meanwhile waits in the queue (--overlap wait,
+    the default) or is cancelled (--overlap skip). The run form takes typed overrides (flows.params)."""
+    from coala_core.errors import ConfigError
+
+    if overlap not in ("wait", "skip"):
+        raise ConfigError(f"--overlap: expected 'wait' or 'skip', got {overlap!r}")
+    schedule = deployment_schedule(cron, timezone)
     _cfg, extra = _load(config, set_)
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+
     from flows.pipeline import coala_pipeline
 
-    coala_pipeline.serve(name=name, cron=cron, parameters={"config_path": str(config.resolve()), "overrides": extra})
+    strategy = ConcurrencyLimitStrategy.ENQUEUE if overlap == "wait" else ConcurrencyLimitStrategy.CANCEL_NEW
+    coala_pipeline.serve(name=name, schedule=schedule,
+                         global_limit=ConcurrencyLimitConfig(limit=concurrency, collision_strategy=strategy),
+                         parameters={"config_path": str(config.resolve()), "overrides": extra})
 
 
-@handle_errors
-def compare(experiment: str = typer.Option("coala", "--experiment"),
-            workdir: Path = typer.Option(Path(".coala"), "--workdir", help="where the embedded MLflow store lives"),
-            limit: int = typer.Option(10, "--limit", min=1)) -> None:
-    """Table of recent pipeline runs: key params, held-out accuracy, margins, wall time, FLOPs."""
-    from flows.runtime import prepare_environment
+def deployment_schedule(cron: str, timezone: str):  # noqa: ANN201 - a prefect Schedule
+    """A Prefect cron schedule in ``timezone``; bad cron or time zone -> ConfigError."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    prepare_environment(workdir)
-    from tasks.tracking import client_for
+    from coala_core.errors import ConfigError
 
-    client = client_for(workdir)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        typer.echo(f"no MLflow experiment {experiment!r} in {client._tracking_client.tracking_uri}", err=True)
-        raise typer.Exit(1)
-    import mlflow
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"--timezone: unknown IANA time zone {timezone!r} (e.g. UTC, Europe/Paris)") from None
+    from prefect.schedules import Cron
 
-    df = mlflow.search_runs([exp.experiment_id], filter_string="tags.`coala.pipeline` = 'true'",
-                            order_by=["attributes.start_time DESC"], max_results=limit)
-    typer.echo(render_compare(df))
-
-
-def render_compare(df) -> str:  # noqa: ANN001 - a pandas DataFrame from mlflow.search_runs
-    if df.empty:
-        return "no pipeline runs yet"
-    cols = ["run_id", "tags.mlflow.runName", "status"] + [f"params.{p}" for p in COMPARE_PARAMS] + [f"metrics.{m}" for m in COMPARE_METRICS]
-    rows = [["run", "name", "status", *COMPARE_PARAMS, *COMPARE_METRICS]]
-    for _, r in df.iterrows():
-        cells = []
-        for c in cols:
-            v = r.get(c)
-            if c == "run_id":
-                v = str(v)[:8]
-            elif isinstance(v, float):
-                v = f"{v:.4g}" if v == v else "-"
-            cells.append("-" if v is None else str(v))
-        rows.append(cells)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
+    try:
+        return Cron(cron, timezone=timezone)
+    except ValueError as err:  # pydantic's ValidationError is a ValueError
+        raise ConfigError(f"--cron: not a valid cron expression: {cron!r}") from err
 
 
 def register(app: typer.Typer) -> None:
@@ -102,4 +103,7 @@ def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
     runs = typer.Typer(no_args_is_help=True)
     runs.command("compare")(compare)
+    from coala_cli.runs_repair import repair
+
+    runs.command("repair")(repair)
     app.add_typer(runs, name="runs", help="Compare tracked runs.")

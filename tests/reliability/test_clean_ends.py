@@ -1,0 +1,73 @@
+"""kill -9 of `coala pipeline run`: the server dies with it; the next run or `coala runs repair` ends its runs.
+
+Before: MLflow runs stayed RUNNING and Prefect flow runs Running for ever, the temporary Prefect server kept
+running with no parent, and a rerun fixed none of them; two pipelines on one fresh workdir crashed in MLflow's
+database migration.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from harness import REPO, alive, cmdline, coala, descendants, kill9, mlflow_runs, prefect_flow_runs, wait_for
+
+TINY = REPO / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from coala_core.testing import save_tiny_lm
+
+    return save_tiny_lm(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+def start_pipeline(workdir, model):
+    return coala("pipeline", "run", "--config", TINY, "--set", f"run.workdir={workdir}", "--set", f"features.model={model}",
+                 "--set", "run.system_metrics=false", wait=False)
+
+
+def test_kill9_pipeline_then_repair_ends_every_run_and_the_server_dies(tmp_path, tiny_model):
+    workdir = tmp_path / "wd"
+    proc = start_pipeline(workdir, tiny_model)
+    # wait until a stage is running (its MLflow run is RUNNING next to the parent's)
+    assert wait_for(lambda: sum(s == "RUNNING" for _, s in mlflow_runs(workdir)) >= 2 or proc.poll() is not None, 300)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    servers = [p for p in descendants(proc.pid) if "uvicorn" in cmdline(p)]
+    assert servers, "the ephemeral Prefect server runs as a child of the pipeline"
+    kill9(proc)
+    assert wait_for(lambda: not any(alive(p) for p in servers), 30), "the Prefect server outlived its parent"
+    assert any(s == "RUNNING" for _, s in mlflow_runs(workdir))
+    assert any(s == "RUNNING" for _, s in prefect_flow_runs(workdir))
+
+    res = coala("runs", "repair", "--workdir", workdir)
+    assert res.returncode == 0, res.stderr
+    done = json.loads(res.stdout.strip().splitlines()[-1])
+    assert done["sessions"] == 1 and done["mlflow_runs"] >= 2 and done["flow_runs"] >= 2
+    assert "RUNNING" not in {s for _, s in mlflow_runs(workdir)}
+    assert {s for _, s in mlflow_runs(workdir)} <= {"KILLED", "FINISHED"}
+    assert "RUNNING" not in {s for _, s in prefect_flow_runs(workdir)}
+    assert "CRASHED" in {s for _, s in prefect_flow_runs(workdir)}
+    again = coala("runs", "repair", "--workdir", workdir)
+    assert json.loads(again.stdout.strip().splitlines()[-1])["sessions"] == 0
+
+
+def test_a_second_pipeline_on_a_busy_workdir_stops_with_a_message(tmp_path, tiny_model):
+    workdir = tmp_path / "wd"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom flows.runtime import workdir_lock\n"
+         "with workdir_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(120)", str(workdir)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        res = start_pipeline(workdir, tiny_model).communicate(timeout=300)
+        assert f"workdir {workdir} is in use by another pipeline (pid {holder.pid}" in res[1]
+        assert "Traceback" not in res[1]
+        res = coala("runs", "repair", "--workdir", workdir)
+        assert res.returncode == 1 and "in use by another pipeline" in res.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (workdir / "mlflow.db").exists()  # the refused run touched nothing
