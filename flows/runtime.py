@@ -40,6 +40,7 @@ TELEMETRY_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true", "PREFECT_SERVER_ANALYTICS_E
 def prepare_environment(workdir: str | Path) -> dict[str, str]:
     """Set the defaults above (never overriding what the user set); returns what was set."""
     wd = Path(workdir).resolve()
+    os.environ["COALA_WORKDIR"] = str(wd)  # what workdir-relative references resolve against (tasks.refs)
     wanted = dict(TELEMETRY_OFF)
     if not os.environ.get("PREFECT_API_URL"):
         wanted["PREFECT_HOME"] = str(wd / "prefect")
