@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from prefect.artifacts import (
@@ -31,20 +31,29 @@ def artifact_key(text: str) -> str:
     return key or "artifact"
 
 
+PROGRESS_LISTENERS: list[Callable[[str, str, float], None]] = []
+"""Called as ``listener(key, description, fraction)`` on every :meth:`Progress.update` (unthrottled), in
+or outside a run: how ``coala pipeline run`` draws terminal bars (:mod:`coala_cli.progress`)."""
+
+
 class Progress:
     """A progress artifact (0-100 %) updated at most every ``min_interval`` seconds."""
 
     def __init__(self, key: str, description: str, min_interval: float = 1.0) -> None:
         self.min_interval = min_interval
+        self.key, self.description = artifact_key(key), description
         self._last = 0.0
-        self.id = create_progress_artifact(0.0, key=artifact_key(key), description=description) if in_run() else None
+        self.id = create_progress_artifact(0.0, key=self.key, description=description) if in_run() else None
 
     def update(self, fraction: float, *, force: bool = False) -> None:
+        fraction = min(max(fraction, 0.0), 1.0)
+        for listener in list(PROGRESS_LISTENERS):
+            listener(self.key, self.description, fraction)
         now = time.monotonic()
         if self.id is None or (not force and now - self._last < self.min_interval):
             return
         self._last = now
-        update_progress_artifact(self.id, progress=round(100.0 * min(max(fraction, 0.0), 1.0), 2))
+        update_progress_artifact(self.id, progress=round(100.0 * fraction, 2))
 
     def done(self) -> None:
         self.update(1.0, force=True)

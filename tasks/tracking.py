@@ -9,6 +9,7 @@ artifacts a folder under the project's work directory.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -159,10 +160,51 @@ def _finite_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
 
 
+@functools.cache
+def git_tags() -> dict[str, str]:
+    """``mlflow.source.git.commit`` (the bare sha, as the UI expects), ``mlflow.source.git.branch`` and
+    ``coala.code_version`` (sha, ``+dirty`` with uncommitted changes); empty outside a git checkout."""
+    version = code_version()
+    if version == "unknown":
+        return {"coala.code_version": version}
+    out = {"mlflow.source.git.commit": version.removesuffix("+dirty"), "coala.code_version": version}
+    root = Path(__file__).resolve().parent.parent
+    try:
+        branch = subprocess.run(["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=5).stdout.strip()
+        remote = subprocess.run(["git", "config", "--get", "remote.origin.url"], cwd=root, capture_output=True,
+                                text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        branch = remote = ""
+    if branch and branch != "HEAD":
+        out["mlflow.source.git.branch"] = branch
+    if remote:
+        out["mlflow.source.git.repoURL"] = remote
+    return out
+
+
+def source_tags(source: str | None = None) -> dict[str, str]:
+    """What MLflow shows as a run's Source: ``source`` (default: the command line that runs), its type
+    (``JOB`` under a Prefect deployment, else ``LOCAL``) and the git tags."""
+    import sys
+
+    name = source or " ".join([Path(sys.argv[0]).name, *sys.argv[1:3]]).strip() or "python"
+    deployed = bool(os.environ.get("PREFECT__FLOW_RUN_ID")) or _in_deployment()
+    return {"mlflow.source.name": name, "mlflow.source.type": "JOB" if deployed else "LOCAL", **git_tags()}
+
+
+def _in_deployment() -> bool:
+    try:
+        from prefect.context import FlowRunContext
+    except ImportError:  # pragma: no cover - prefect is a dependency
+        return False
+    ctx = FlowRunContext.get()
+    return bool(ctx is not None and ctx.flow_run is not None and ctx.flow_run.deployment_id)
+
+
 def start_run(client: MlflowClient, experiment_id: str, name: str, *, parent_run_id: str | None = None,
-              tags: Mapping[str, Any] | None = None) -> TrackedRun:
-    all_tags = {k: str(v) for k, v in (tags or {}).items()}
-    all_tags["mlflow.source.git.commit"] = code_version()
+              tags: Mapping[str, Any] | None = None, source: str | None = None) -> TrackedRun:
+    all_tags = {**source_tags(source), **{k: str(v) for k, v in (tags or {}).items()}}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(experiment_id, run_name=name, tags=all_tags)
