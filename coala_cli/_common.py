@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from collections.abc import Callable
@@ -33,6 +34,11 @@ def handle_errors(fn: F) -> F:
             raise fail(str(err), EXIT_USAGE) from None
         except CoalaError as err:
             raise fail(str(err), EXIT_BAD_INPUT) from None
+        except OSError as err:  # a full disk reached outside storage/ (MLflow, Prefect, a library's own write)
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise fail(f"{err.filename or 'a file'}: no space left on device; free some space and rerun the same command "
+                       f"(committed work is kept and resumed)", EXIT_BAD_INPUT) from None
         except KeyboardInterrupt:
             typer.echo("interrupted; rerun the same command to resume", err=True)
             sys.exit(130)

@@ -59,6 +59,7 @@ class StageConfig(BaseModel):
         """Load from a YAML file; ``section`` picks one top-level key of a multi-stage file."""
         data = load_yaml(path)
         if section is not None:
+            check_sections(data, path)
             data = data.get(section) or {}
             if not isinstance(data, Mapping):
                 raise ConfigError(f"{path}: section {section!r} must be a mapping, got {type(data).__name__}")
@@ -70,6 +71,24 @@ class StageConfig(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+# Top-level sections a config YAML may have (the pipeline's, plus those of the stage commands). A misspelled
+# section would otherwise be ignored silently by every command that reads only its own section.
+CONFIG_SECTIONS: set[str] = {"run", "dataset", "features", "phase1", "phase2", "train", "evaluation", "generate",
+                             "baseline", "baselines", "score", "serve", "dask"}
+
+
+def register_sections(*names: str) -> None:
+    """Declare more top-level config sections (for a stage added later)."""
+    CONFIG_SECTIONS.update(names)
+
+
+def check_sections(data: Mapping[str, Any], path: str | Path) -> None:
+    """ConfigError naming every unknown top-level section of a config file."""
+    unknown = sorted(str(k) for k in data if k not in CONFIG_SECTIONS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown config section(s) {unknown}; known sections: {sorted(CONFIG_SECTIONS)}")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

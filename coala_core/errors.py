@@ -36,6 +36,10 @@ class StoreError(CoalaError, RuntimeError):
     """A feature store or artifact is incomplete, corrupt or in an unexpected state."""
 
 
+class DiskFullError(StoreError):
+    """A write failed for lack of space (ENOSPC, EDQUOT); the message names the file, and nothing was half-written."""
+
+
 class ProvenanceMismatchError(StoreError, ValueError):
     """An artifact was made with a different config, dataset or model than the caller expects."""
 

@@ -38,12 +38,20 @@ class RunSection(StageConfig):
     name: str = Field("coala", min_length=1, description="prefix of the MLflow parent run and Prefect flow run")
     workdir: str = Field(".coala", min_length=1, description="artifacts, the embedded MLflow store, Prefect results")
     experiment: str = Field("coala", min_length=1)
-    registered_model: str = Field("coala-reward-head", min_length=1)
+    registered_model: str = Field("coala-reward-head", min_length=1, pattern=r"^[^/:\s][^/:]*$",
+                                  description="MLflow registered model name: no '/' or ':' (checked before any stage runs)")
     model_alias: str = Field("champion", pattern=r"^[a-z][a-z0-9_-]*$")
+    alias_policy: Literal["not-worse", "always"] = Field(
+        "not-worse", description="move the alias to a new version only when its validation accuracy is >= the holder's")
     register_model: bool = True
     system_metrics: bool = True
     system_metrics_interval_s: float = Field(5.0, gt=0)
     task_timeout_s: float = Field(3600.0, gt=0, description="timeout of each compute task")
+    task_runner: Literal["thread", "dask"] = Field(
+        "thread", description="thread: tasks in this process; dask: feature shards as mapped tasks on a Dask cluster")
+    dask_address: str | None = Field(None, description="scheduler of an existing Dask cluster (tcp://host:8786); "
+                                                       "unset: a LocalCluster of dask_workers processes")
+    dask_workers: int = Field(2, ge=1, description="LocalCluster workers, and the number of extraction shards")
 
 
 class DatasetSection(StageConfig):

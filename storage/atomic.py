@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from coala_core.errors import DiskFullError
 from storage.locks import pid_alive
 
 _RENAME_EXCHANGE = 2
@@ -41,6 +42,22 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(err: BaseException, target: str | Path, what: str = "writing") -> DiskFullError | None:
+    """A one-line :class:`DiskFullError` for an ENOSPC/EDQUOT ``OSError`` while writing ``target``; else None."""
+    if not isinstance(err, OSError) or err.errno not in DISK_FULL:
+        return None
+    try:
+        free = shutil.disk_usage(Path(target).parent if not Path(target).is_dir() else target).free
+        room = f"{free // 1024} KiB free"
+    except OSError:
+        room = "free space unknown"
+    return DiskFullError(f"{target}: no space left on device while {what} ({room}); nothing was half-written: "
+                         f"free some space and rerun the same command")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -97,6 +114,10 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.replace(tmp, final)
         _fsync_dir(final.parent)
+    except OSError as err:
+        if (full := disk_full(err, final)) is not None:
+            raise full from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -148,6 +169,10 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         else:
             os.replace(tmp, final)
         _fsync_dir(final.parent)
+    except OSError as err:
+        if (full := disk_full(err, final)) is not None:
+            raise full from None
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -42,6 +42,7 @@ from coala_core.errors import (
     ProvenanceMismatchError,
     StoreError,
 )
+from storage.atomic import disk_full
 from storage.locks import file_lock
 
 FORMAT_VERSION = 2
@@ -147,7 +148,16 @@ class FeatureStore:
                                pair_id_width=pair_id_width, overwrite=overwrite)
 
     @classmethod
-    def _create(cls, uri: str | Path, *, n_rows: int, dim: int, dtype: str, chunk_rows: int,
+    def _create(cls, uri: str | Path, **kwargs: Any) -> FeatureStore:
+        try:
+            return cls._make(uri, **kwargs)
+        except OSError as err:
+            if (full := disk_full(err, uri, "creating the store")) is not None:
+                raise full from None
+            raise
+
+    @classmethod
+    def _make(cls, uri: str | Path, *, n_rows: int, dim: int, dtype: str, chunk_rows: int,
                 provenance: Mapping[str, Any] | None, pair_id_width: int, overwrite: bool) -> FeatureStore:
         if dtype not in DTYPES:
             raise StoreError(f"dtype must be one of {DTYPES}, got {dtype!r}")
@@ -291,10 +301,16 @@ class FeatureStore:
         with store_lock(self.uri, "write"):
             if int(np.asarray(self._committed[chunk_index : chunk_index + 1])[0]) != 0:
                 return  # another writer (a concurrent shard) committed this chunk meanwhile; keep its bytes
-            self._chosen[start:stop] = c
-            self._rejected[start:stop] = r
-            self._pair_id[start:stop] = i
-            self._committed[chunk_index] = marker
+            try:
+                self._chosen[start:stop] = c
+                self._rejected[start:stop] = r
+                self._pair_id[start:stop] = i
+                self._committed[chunk_index] = marker
+            except OSError as err:
+                full = disk_full(err, self.uri, f"writing chunk {chunk_index} (rows {start}-{stop - 1})")
+                if full is None:
+                    raise
+                raise full from None
 
     def uncommit(self, chunks: list[int]) -> None:
         """Mark chunks as not written (their rows are extracted again by the next resume)."""
@@ -332,6 +348,13 @@ class FeatureStore:
                 if got != want:
                     raise StoreError(f"{self._where(c, c + 1)}: checksum mismatch (chunk data missing, truncated or "
                                      f"altered since its commit); run `coala features verify {self.uri} --repair --pairs P`")
+        for name, arr in (("chosen", chosen), ("rejected", rejected)):
+            finite = np.isfinite(arr).all(axis=1)
+            if not finite.all():
+                row = a + int(np.flatnonzero(~finite)[0])
+                c = row // self.chunk_rows
+                raise NonFiniteError(f"{self._where(c, c + 1)}: {name} row {row} has NaN or infinite values; re-extract "
+                                     f"it with `coala features verify {self.uri} --repair --pairs P`")
         return chosen, rejected, ids if ids is not None else np.asarray(self._pair_id[a:b])
 
     def iter_chunks(self, rows: int | None = None, *, require_complete: bool = True) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
@@ -385,14 +408,9 @@ class FeatureStore:
             if markers[c] == 0:
                 continue
             try:
-                chosen, rejected, _ = self._read_block(c, c + 1, markers)
-            except StoreError as err:
+                self._read_block(c, c + 1, markers)
+            except (StoreError, NonFiniteError) as err:
                 bad[c] = str(err).split(": ", 2)[-1]
-                continue
-            for name, arr in (("chosen", chosen), ("rejected", rejected)):
-                rows = ~np.isfinite(arr).all(axis=1)
-                if rows.any():
-                    bad[c] = f"{name} row {c * self.chunk_rows + int(np.flatnonzero(rows)[0])} is not finite"
         return bad
 
     def pair_ids(self) -> np.ndarray:
@@ -432,7 +450,7 @@ class FeatureStore:
         bad = self.check_chunks()
         if bad:
             first = min(bad)
-            cls = NonFiniteError if "not finite" in bad[first] else StoreError
+            cls = NonFiniteError if "NaN or infinite" in bad[first] else StoreError
             more = f" (and {len(bad) - 1} more bad chunk(s): {sorted(bad)[1:11]})" if len(bad) > 1 else ""
             raise cls(f"{self._where(first, first + 1)}: {bad[first]}{more}")
         ids = self.pair_ids()

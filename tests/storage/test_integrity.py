@@ -36,7 +36,7 @@ def flip_byte(f, at=None):
 def all_reads(s: FeatureStore):
     yield "read_all", lambda: s.read_all()
     yield "iter_chunks", lambda: list(s.iter_chunks())
-    yield "read_rows", lambda: s.read_rows(np.array([17, 3]))
+    yield "read_rows", lambda: s.read_rows(np.array([17, 3, 29]))
     yield "verify", lambda: s.verify()
 
 
@@ -110,3 +110,22 @@ def test_killed_creation_is_made_again_but_a_foreign_group_is_never_overwritten(
     with pytest.raises(StoreError, match="not a COALA feature store"):
         FeatureStore.open_or_create(other, n_rows=10, dim=3, chunk_rows=4)
     assert "weights" in set(zarr.open_group(store=zarr.storage.LocalStore(other), mode="r").array_keys())
+
+
+def test_a_nan_row_in_a_committed_chunk_is_a_clear_error_on_every_read(tmp_path):
+    """A store holding NaN (made by an older writer, with a valid checksum) fails every read naming the row,
+    instead of reaching evaluation ("autodetected range of [nan, nan] is not finite")."""
+    from coala_core.errors import NonFiniteError
+    from storage.feature_store import chunk_checksum
+
+    s = filled(tmp_path / "fs.zarr")
+    a, b = s.chunk_bounds(3)
+    chosen = np.asarray(s._chosen[a:b])
+    chosen[5, 2] = np.nan
+    s._chosen[a:b] = chosen
+    s._committed[3] = chunk_checksum(3, chosen, np.asarray(s._rejected[a:b]), np.asarray(s._pair_id[a:b]))
+    s = FeatureStore.open(tmp_path / "fs.zarr")
+    for _name, read in all_reads(s):
+        with pytest.raises(NonFiniteError, match=r"chunk 3 \(rows 24-31\): chosen row 29 has NaN"):
+            read()
+    assert list(s.check_chunks()) == [3]
