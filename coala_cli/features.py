@@ -38,7 +38,7 @@ def extract(
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda")] = None,
     preset: Annotated[str | None, typer.Option("--preset", help="default | paper")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML file; its 'features' section")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar (none either when stderr is not a terminal)")] = False,
 ) -> None:
     """Extract f(prompt + chosen) and f(prompt + rejected) for every pair; resumes an interrupted store."""
     from storage import FeatureStore, read_pairs
@@ -70,7 +70,11 @@ def extract(
         chunk_rows=cfg.chunk_rows,
         provenance=extractor.provenance(digest),
     )
-    stats = extract_features(table, store, cfg, extractor=extractor, shard=shard_ix, show_progress=not quiet)
+    from coala_cli.progress import extraction_progress
+
+    with extraction_progress(quiet=quiet) as progress:  # a bar on a terminal; none when piped or --quiet
+        stats = extract_features(table, store, cfg, extractor=extractor, shard=shard_ix, progress=progress,
+                                 show_progress=False)
     typer.echo(stats.summary(), err=True)
     typer.echo(json.dumps({"store": output, "complete": store.is_complete, "completed_rows": store.completed_rows, **stats.to_dict()}))
 

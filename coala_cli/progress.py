@@ -35,17 +35,21 @@ def enabled(quiet: bool = False, stream: TextIO | None = None) -> bool:
     return bool(getattr(stream, "isatty", lambda: False)())
 
 
-def _bar(total: float, desc: str, unit: str, quiet: bool, **kw: Any) -> tqdm:
+def _bar(total: float | None, desc: str, unit: str, quiet: bool, **kw: Any) -> tqdm:
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled(quiet), file=sys.stderr, dynamic_ncols=True,
                 mininterval=0.2, **kw)
 
 
 @contextmanager
-def extraction_progress(total_rows: int, *, quiet: bool = False, desc: str = "features") -> Iterator[Callable[[Any], None]]:
-    """A callback taking extraction progress events (``rows_done``, ``stats.tokens``, ``stats.seconds``)."""
+def extraction_progress(total_rows: int | None = None, *, quiet: bool = False,
+                        desc: str = "features") -> Iterator[Callable[[Any], None]]:
+    """A callback taking extraction progress events (``rows_done``, ``rows_total``, ``stats.tokens``,
+    ``stats.seconds``); the total is the events' ``rows_total`` unless given."""
     bar = _bar(total_rows, desc, "pair", quiet)
     try:
         def update(event: Any) -> None:
+            if total_rows is None and getattr(event, "rows_total", None) and bar.total != event.rows_total:
+                bar.total = int(event.rows_total)
             done = int(getattr(event, "rows_done", 0))
             stats = getattr(event, "stats", None)
             if stats is not None and getattr(stats, "seconds", 0):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -17,6 +19,7 @@ from tasks.refs import DatasetRef, FeaturesRef, StoreRef
 from tasks.stage import TrackingContext, current_stage, stage_task
 
 SPLITS = ("train", "validation", "test")
+log = logging.getLogger("coala.stage.features")
 
 
 def store_digest(provenance: dict, n_rows: int, dim: int, split: str) -> str:
@@ -43,6 +46,7 @@ def extract_features_task(dataset: DatasetRef, config: ExtractionConfig, *, work
     n_params = sum(p.numel() for p in extractor.loaded.backbone.parameters())
     provenance = extractor.provenance(dataset.digest)
     stores: dict[str, StoreRef] = {}
+    pace = ExtractionLog(dataset.n_rows)
     done_before, tokens, computed, truncations = 0, 0, 0, 0
     for split in SPLITS:
         rows = pairs.filter(pc.equal(pairs.column("split"), split))
@@ -53,8 +57,9 @@ def extract_features_task(dataset: DatasetRef, config: ExtractionConfig, *, work
                                             dtype=config.store_dtype, chunk_rows=config.chunk_rows,
                                             provenance={**provenance, "split": split})
 
-        def report(ev: ProgressEvent, base: int = done_before) -> None:
+        def report(ev: ProgressEvent, base: int = done_before, split: str = split) -> None:
             progress.update((base + ev.rows_done) / max(dataset.n_rows, 1))
+            pace.report(split, ev)
 
         stats = extract_features(rows, store, config, extractor=extractor, progress=report, show_progress=False)
         store.verify()
@@ -79,6 +84,33 @@ def extract_features_task(dataset: DatasetRef, config: ExtractionConfig, *, work
                                         "digest": r.digest[:16]} for r in stores.values()],
                     f"Feature stores of {provenance.get('model_id')} ({config.pooling} pooling, layer {config.layer})")
     return FeaturesRef(stores=stores, metrics=metrics)
+
+
+class ExtractionLog:
+    """INFO lines in the stage's log (Prefect run log) at most every ``every_s`` seconds and at the end of
+    each split: rows done, tokens/s and the ETA of the whole extraction."""
+
+    def __init__(self, total_rows: int, every_s: float = 5.0) -> None:
+        self.total, self.every_s = max(total_rows, 1), every_s
+        self.rows_before = 0  # rows of the splits already finished
+        self.t0, self._last, self._split, self._split_rows = time.monotonic(), 0.0, "", 0
+
+    def report(self, split: str, ev: ProgressEvent) -> None:
+        if split != self._split:
+            self.rows_before += self._split_rows
+            self._split = split
+        self._split_rows = ev.rows_done
+        now = time.monotonic()
+        last_of_split = ev.rows_done >= ev.rows_total
+        if not last_of_split and now - self._last < self.every_s:
+            return
+        self._last = now
+        done = self.rows_before + ev.rows_done
+        rate = done / max(now - self.t0, 1e-9)
+        eta = (self.total - done) / rate if rate > 0 else float("nan")
+        tok_s = ev.stats.tokens / max(ev.stats.seconds, 1e-9)
+        log.info("features %s: %d/%d rows of the split (%d/%d overall), %.0f tokens/s, ETA %.0f s", split,
+                 ev.rows_done, ev.rows_total, done, self.total, tok_s, eta)
 
 
 def _json(obj: object) -> str:
