@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from prefect.artifacts import (
@@ -65,9 +66,17 @@ def table(key: str, rows: Sequence[Mapping[str, Any]], description: str) -> None
                               description=description)
 
 
-def markdown(key: str, text: str, description: str) -> None:
-    if in_run():
-        create_markdown_artifact(key=artifact_key(key), markdown=text, description=description)
+def markdown(key: str, text: str, description: str, *, images_from: str | Path | None = None) -> None:
+    """A markdown artifact; with ``images_from`` (the folder the markdown's relative image links point
+    into) those images are inlined as data URIs, so the artifact shows its plots in the Prefect UI."""
+    if not in_run():
+        return
+    if images_from is not None:
+        from coala_core.report.embed import image_links, inline_images
+
+        folder = Path(images_from)
+        text = inline_images(text, {n: (folder / n).read_bytes() for n in image_links(text) if (folder / n).is_file()})
+    create_markdown_artifact(key=artifact_key(key), markdown=text, description=description)
 
 
 def link(key: str, url: str, text: str, description: str) -> None:
