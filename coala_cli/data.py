@@ -97,7 +97,8 @@ def _write(df: pl.DataFrame, stats: DatasetStats, cfg: StageConfig, output: Path
     if stats.drops:
         typer.echo("  dropped: " + ", ".join(f"{k} {v}" for k, v in sorted(stats.drops.items())))
     if stats.invalid:
-        typer.echo(f"  skipped {len(stats.invalid)} invalid line(s) (listed in the card)")
+        lines = ", ".join(str(r.line) for r in stats.invalid[:20]) + (", ..." if len(stats.invalid) > 20 else "")
+        typer.echo(f"  skipped {len(stats.invalid)} invalid line(s): line {lines} (reasons in the card)")
     typer.echo("card: " + ", ".join(str(p) for p in card_paths(output)))
 
 

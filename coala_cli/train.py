@@ -40,9 +40,10 @@ def _labels(store: FeatureStore, pairs: Path | None) -> dict[str, np.ndarray]:
         n = len(ids)
         return {"split": np.full(n, "all", dtype=object), "source": np.full(n, "all", dtype=object),
                 "group_id": ids.astype(object)}
-    from storage.pairs import read_pairs
+    from storage.pairs import read_pairs, table_digest
 
     table = read_pairs(pairs)
+    store.require_dataset(table_digest(table), where=str(pairs))  # a re-split file could leak test rows into training
     cols = {k: table.column(k).to_pylist() for k in ("split", "source", "group_id")}
     return align_to_store(ids, table.column("pair_id").to_pylist(), cols, where=str(pairs))
 

@@ -76,7 +76,8 @@ class StageConfig(BaseModel):
 # Top-level sections a config YAML may have (the pipeline's, plus those of the stage commands). A misspelled
 # section would otherwise be ignored silently by every command that reads only its own section.
 CONFIG_SECTIONS: set[str] = {"run", "dataset", "features", "phase1", "phase2", "train", "evaluation", "generate",
-                             "baseline", "baselines", "score", "serve", "dask"}
+                             "baseline", "baselines", "llm_baseline", "llm_baselines", "score", "serve", "dask",
+                             "edufeedback", "import"}
 
 
 def register_sections(*names: str) -> None:
