@@ -33,6 +33,7 @@ test-all: install
 
 lint: install
 	$(BIN)/ruff check coala_core storage tasks flows coala_cli tests benchmarks
+	$(BIN)/mypy coala_core storage
 
 gpu-check: install
 	bash scripts/gpu_check.sh
