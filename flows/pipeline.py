@@ -89,9 +89,8 @@ def run_pipeline(config: PipelineConfig) -> ReportRef:
             from tasks.scorer import register_scorer
 
             reg = register_scorer(tracking, head, features["train"].provenance, config)
-            note = "" if reg.created else ", head unchanged"
-            parent.set_tags({"coala.registered_model": f"{reg.name}@{reg.alias} (v{reg.version}{note})",
-                             "coala.model_uri": f"models:/{reg.name}/{reg.version}"})
+            parent.set_tags({"coala.registered_model": reg.describe(),
+                             "coala.model_uri": f"models:/{reg.name}/{reg.head_version or reg.version}"})
         status = "FINISHED"
         print(f"report: {report.files.get('report')}  MLflow parent run: {parent.run_id}")
         return report

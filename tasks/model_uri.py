@@ -41,7 +41,7 @@ def _from_model_dir(path: Path, source: str) -> ResolvedModel:
     from mlflow.models import Model
 
     flavor = Model.load(str(path)).flavors.get("python_function", {})
-    config = flavor.get("model_config") or {}
+    config = flavor.get("config") or flavor.get("model_config") or {}  # MLflow 3 stores model_config as "config"
     head_rel = (flavor.get("artifacts") or {}).get("head", {}).get("path")
     head_dir = path / head_rel if head_rel else path / "artifacts" / "head"
     if not (head_dir / META).is_file():
@@ -63,6 +63,7 @@ def resolve(uri: str, *, tracking_uri: str | None = None) -> ResolvedModel:
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)

@@ -1,0 +1,42 @@
+"""Fixtures for the registry and serving tests: a tiny LM, heads on its features, an MLflow SQLite store."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "generation"))
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+ROWS = [
+    {"prompt": "I think 7 x 8 is 54.", "response": "Let us check: how many groups of eight did you add?"},
+    {"prompt": [{"role": "user", "content": "Julia has twelve spoons."}, {"role": "assistant", "content": "How many were used?"},
+                {"role": "user", "content": "Three were used."}], "response": "So how many are left?"},
+    {"prompt": "Can you explain how you got that number?", "response": "I added the spoons and subtracted the used ones."},
+]
+
+
+def make_head(tiny_lm: Path, out: Path, *, seed: int, val_accuracy: float | None) -> Path:
+    """A random ReLU head on the tiny LM's features, with the given validation accuracy in head.json."""
+    from coala_core.features import ExtractionConfig, FeatureExtractor, load_model
+    from coala_core.phase2.head import random_relu_head
+    from storage.heads import save_head
+
+    cfg = ExtractionConfig.build(model=str(tiny_lm), max_tokens=64, device="cpu", dtype="float32", chunk_rows=32)
+    ex = FeatureExtractor(load_model(cfg), cfg)
+    head = random_relu_head(ex.loaded.hidden_size, 8, seed=seed)
+    head = head.with_theta2(np.random.default_rng(seed).standard_normal(8), beta=1.0)
+    save_head(out, head, provenance={**ex.provenance("d" * 64), "split": "train"}, metrics={"val_accuracy": val_accuracy})
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from coala_core.testing import save_tiny_lm
+
+    return save_tiny_lm(tmp_path_factory.mktemp("lm") / "tiny-llama")
