@@ -29,11 +29,12 @@ def start_pipeline(workdir, model):
                  "--set", "run.system_metrics=false", wait=False)
 
 
-def test_kill9_pipeline_then_repair_ends_every_run_and_the_server_dies(tmp_path, tiny_model):
-    workdir = tmp_path / "wd"
-    proc = start_pipeline(workdir, tiny_model)
-    # wait until a stage is running (its MLflow run is RUNNING next to the parent's)
-    assert wait_for(lambda: sum(s == "RUNNING" for _, s in mlflow_runs(workdir)) >= 2 or proc.poll() is not None, 300)
+def kill_mid_stage(workdir, model):
+    """Start the pipeline, kill -9 it while a stage's MLflow run is RUNNING; return the server pids it had."""
+    proc = start_pipeline(workdir, model)
+    before = sum(s == "RUNNING" for _, s in mlflow_runs(workdir))
+    assert wait_for(lambda: sum(s == "RUNNING" for _, s in mlflow_runs(workdir)) >= before + 2 or proc.poll() is not None,
+                    900)
     assert proc.poll() is None, proc.communicate()[1][-2000:]
     servers = [p for p in descendants(proc.pid) if "uvicorn" in cmdline(p)]
     assert servers, "the ephemeral Prefect server runs as a child of the pipeline"
@@ -42,16 +43,28 @@ def test_kill9_pipeline_then_repair_ends_every_run_and_the_server_dies(tmp_path,
     assert any(s == "RUNNING" for _, s in mlflow_runs(workdir))
     assert any(s == "RUNNING" for _, s in prefect_flow_runs(workdir))
 
+
+@pytest.mark.slow
+def test_kill9_pipeline_then_repair_or_rerun_ends_every_run_and_the_server_dies(tmp_path, tiny_model):
+    workdir = tmp_path / "wd"
+    kill_mid_stage(workdir, tiny_model)
     res = coala("runs", "repair", "--workdir", workdir)
     assert res.returncode == 0, res.stderr
     done = json.loads(res.stdout.strip().splitlines()[-1])
     assert done["sessions"] == 1 and done["mlflow_runs"] >= 2 and done["flow_runs"] >= 2
-    assert "RUNNING" not in {s for _, s in mlflow_runs(workdir)}
     assert {s for _, s in mlflow_runs(workdir)} <= {"KILLED", "FINISHED"}
     assert "RUNNING" not in {s for _, s in prefect_flow_runs(workdir)}
     assert "CRASHED" in {s for _, s in prefect_flow_runs(workdir)}
     again = coala("runs", "repair", "--workdir", workdir)
     assert json.loads(again.stdout.strip().splitlines()[-1])["sessions"] == 0
+
+    kill_mid_stage(workdir, tiny_model)  # killed again; this time the next run repairs by itself
+    res = start_pipeline(workdir, tiny_model)
+    _, err = res.communicate(timeout=1800)
+    assert res.returncode == 0, err[-3000:]
+    assert "repaired 1 dead run(s) of this workdir" in err
+    assert {s for _, s in mlflow_runs(workdir)} <= {"KILLED", "FINISHED"}
+    assert {s for _, s in prefect_flow_runs(workdir)} <= {"CRASHED", "COMPLETED"}
 
 
 def test_a_second_pipeline_on_a_busy_workdir_stops_with_a_message(tmp_path, tiny_model):
