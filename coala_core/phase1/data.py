@@ -101,6 +101,9 @@ class PreparedRows:
     def _fit_standardizer(self) -> Standardizer:
         if not self.config.standardize:
             return Standardizer(None, None, self.config.bias)
+        if hasattr(self.source, "moments"):  # a source that reduces over its rows itself (phase1/dask_source.py)
+            mean, scale = self.source.moments()
+            return Standardizer(mean, scale, self.config.bias)
         acc = MomentAccumulator()
         for block in self.source.iter_blocks():
             acc.add(self.xp.asarray(block.X))
@@ -147,6 +150,8 @@ class PreparedRows:
     def grams(self, with_H: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """One pass: ``XtX`` (d, d), ``H`` (Pd, Pd) with blocks X'D_i D_j X (when ``with_H``), and
         ``Fty`` (P, d) with rows X'D_i y; all float64 numpy (accumulated in float64 across blocks)."""
+        if hasattr(self.source, "grams"):  # the same sums, map-reduced where the rows are (phase1/dask_source.py)
+            return self.source.grams(self.standardizer, self.gates, with_H, self.dtype)
         xp, P, d = self.xp, self.P, self.d
         XtX = xp.zeros((d, d), dtype=xp.float64)
         H = xp.zeros((P * d, P * d), dtype=xp.float64) if with_H else None
