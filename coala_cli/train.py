@@ -25,7 +25,7 @@ from coala_core.engine.spec import HeadSpec
 from coala_core.errors import DataError
 from coala_core.evaluation import evaluate_head
 from coala_core.report import render_report
-from storage.atomic import atomic_write_bytes
+from storage.atomic import atomic_write_files
 from storage.feature_store import FeatureStore
 from storage.heads import load_head, save_head
 
@@ -167,9 +167,7 @@ def evaluate(
     table = _baselines(store, labels, h, rows, seed, n_boot) if baselines else None
     files = render_report(evaluations={split: ev}, head_meta=h.meta, baselines=table,
                           inputs={"head": str(head), "features": features, "pairs": str(pairs), "split": split})
-    output.mkdir(parents=True, exist_ok=True)
-    for name, blob in files.items():
-        atomic_write_bytes(output / name, blob)
+    atomic_write_files(output, files)  # the report directory replaced in one rename
     for w in json.loads(files["metrics.json"]).get("warnings", []):
         typer.echo(f"warning: {w}", err=True)
     m = ev.metrics

@@ -21,7 +21,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from coala_core.errors import DiskFullError
@@ -176,3 +176,16 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def atomic_write_files(directory: str | Path, files: Mapping[str, bytes]) -> Path:
+    """Write ``{relative name: bytes}`` as the whole content of ``directory``, replacing it in one rename
+    (a report directory: readers see the old report or the new one, never a mix)."""
+    with atomic_dir(directory) as tmp:
+        for name, data in files.items():
+            target = tmp / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            with open(target, "rb") as fh:
+                os.fsync(fh.fileno())
+    return Path(directory)

@@ -80,3 +80,14 @@ def test_a_live_writer_temp_is_kept(tmp_path):
     live = tmp_path / f".head.{os.getpid()}.abc.tmp"
     live.mkdir()
     assert clean_leftovers(tmp_path / "head") == [] and live.exists()
+
+
+def test_a_report_directory_is_replaced_as_a_whole(tmp_path):
+    from storage.atomic import atomic_write_files
+
+    out = tmp_path / "report"
+    atomic_write_files(out, {"report.md": b"old", "plots/a.png": b"1", "stale.json": b"{}"})
+    atomic_write_files(out, {"report.md": b"new", "plots/a.png": b"2"})
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == ["plots/a.png", "report.md"]
+    assert (out / "report.md").read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
