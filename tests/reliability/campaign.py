@@ -155,6 +155,8 @@ def campaign(base: Path, model: Path, *, kills: int, seed: int, stages: tuple[st
                 figs.silent_changes += 1
                 figs.problems.append(f"{stage}: after a kill: {err}")
                 continue
+            if stage == "features" and seen and 0 < seen.get("committed_rows", 0) < seen.get("n_rows", 0):
+                per["killed_mid_append"] = per.get("killed_mid_append", 0) + 1
             if seen is not None and stage != "features" and seen != expected:
                 figs.silent_changes += 1
                 figs.problems.append(f"{stage}: after a kill the output is {seen}, expected absent or {expected}")
