@@ -40,3 +40,35 @@ def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from coala_core.testing import save_tiny_lm
 
     return save_tiny_lm(tmp_path_factory.mktemp("lm") / "tiny-llama")
+
+
+def pipeline_config(tiny_lm: Path, name: str = "scorer", policy: str = "not-worse"):
+    """The pipeline config register_scorer reads (registered model name, alias, policy, backbone)."""
+    from flows.config import PipelineConfig
+
+    return PipelineConfig.build({"dataset": {"input": "unused.jsonl"}, "features": {"model": str(tiny_lm)},
+                                 "run": {"registered_model": name, "model_alias": "champion", "alias_policy": policy}})
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory, tiny_lm):
+    """A SQLite MLflow store with a parent run: (tracking context, client, make(seed, acc) -> HeadRef, uri)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from tasks.refs import HeadRef
+    from tasks.stage import TrackingContext
+
+    d = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{d / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri, registry_uri=uri)
+    exp = client.create_experiment("reg", artifact_location=(d / "artifacts").as_uri())
+    run = client.create_run(exp)
+    tracking = TrackingContext(uri=uri, experiment_id=exp, parent_run_id=run.info.run_id, system_metrics=False)
+
+    def make(seed: int, acc: float | None) -> HeadRef:
+        path = make_head(tiny_lm, d / f"head{seed}", seed=seed, val_accuracy=acc)
+        return HeadRef(uri=str(path), digest=f"{seed:064d}", phase="phase2", dim=32, width=8)
+
+    return tracking, client, make, uri

@@ -8,49 +8,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROWS, make_head
-
-
-class _Ctx:
-    """What register_scorer reads of the pipeline config."""
-
-    def __init__(self, tiny_lm: Path, policy: str = "not-worse") -> None:
-        from flows.config import PipelineConfig
-
-        self.config = PipelineConfig.build({"dataset": {"input": "unused.jsonl"}, "features": {"model": str(tiny_lm)},
-                                            "run": {"registered_model": "scorer", "model_alias": "champion",
-                                                    "alias_policy": policy}})
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory, tiny_lm):
-    """A SQLite MLflow store with a parent run; returns (tracking context, client, make(seed, acc) -> HeadRef)."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from tasks.refs import HeadRef
-    from tasks.stage import TrackingContext
-
-    d = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{d / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri, registry_uri=uri)
-    exp = client.create_experiment("reg", artifact_location=(d / "artifacts").as_uri())
-    run = client.create_run(exp)
-    tracking = TrackingContext(uri=uri, experiment_id=exp, parent_run_id=run.info.run_id, system_metrics=False)
-
-    def make(seed: int, acc: float | None) -> HeadRef:
-        path = make_head(tiny_lm, d / f"head{seed}", seed=seed, val_accuracy=acc)
-        return HeadRef(uri=str(path), digest=f"{seed:064d}", phase="phase2", dim=32, width=8)
-
-    return tracking, client, make, uri
+from conftest import ROWS, pipeline_config
 
 
 def test_versions_dedup_and_alias_moves_only_when_not_worse(registry, tiny_lm) -> None:
     from tasks.scorer import register_scorer
 
     tracking, client, make, _ = registry
-    cfg = _Ctx(tiny_lm).config
+    cfg = pipeline_config(tiny_lm)
     h1, h2, h3 = make(1, 0.6), make(2, 0.5), make(3, 0.7)
     r1 = register_scorer(tracking, h1, {}, cfg)
     assert (r1.version, r1.created, r1.describe()) == ("1", True, "scorer@champion (v1)")
@@ -65,7 +30,7 @@ def test_versions_dedup_and_alias_moves_only_when_not_worse(registry, tiny_lm) -
     r3 = register_scorer(tracking, h3, {}, cfg)  # better: takes the alias
     assert (r3.version, r3.created) == ("3", True)
     assert str(client.get_model_version_by_alias("scorer", "champion").version) == "3"
-    r4 = register_scorer(tracking, make(4, 0.1), {}, _Ctx(tiny_lm, "always").config)
+    r4 = register_scorer(tracking, make(4, 0.1), {}, pipeline_config(tiny_lm, policy="always"))
     assert r4.version == "4" and str(client.get_model_version_by_alias("scorer", "champion").version) == "4"
     tags = client.get_model_version("scorer", "3").tags
     assert tags["coala.head_digest"] == h3.digest and float(tags["coala.val_accuracy"]) == 0.7
