@@ -26,6 +26,7 @@ from coala_core.data import EduFeedbackConfig, ImportConfig
 from coala_core.engine.spec import HeadSpec, TrainConfig
 from coala_core.errors import ConfigError
 from coala_core.features.config import ExtractionConfig
+from coala_core.generation.config import GenerateConfig
 from coala_core.phase1.config import Phase1Config
 from coala_core.phase2 import Phase2Config
 
@@ -88,6 +89,7 @@ class PipelineConfig(BaseModel):
     phase2: Phase2Config = Field(default_factory=Phase2Config)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig, description="coala generate --config reads it")
 
     @classmethod
     def build(cls, data: dict[str, Any]) -> PipelineConfig:
