@@ -21,26 +21,11 @@ import typer
 from coala_core.errors import ConfigError
 
 
-def cv_fitters(spec: Any, *, baselines: bool, width: int, seed: int, provenance: dict[str, Any], dim: int,
-               coala_label: str = "coala") -> dict[str, Any]:
-    """name -> fit(train_w, train_l, val_w, val_l) -> scorer, for :func:`coala_core.evaluation.cv.cross_validate`."""
-    from coala_core.baselines import fit_linear_bt, fit_relu_net
-    from coala_core.baselines.zero_shot import zero_shot_scorers
-    from coala_core.engine.fit import fit_head
-
-    fitters: dict[str, Any] = {coala_label: lambda Fw, Fl, Vw, Vl: fit_head((Fw, Fl), (Vw, Vl), spec).head}
-    if baselines:
-        fitters["linear_bt"] = lambda Fw, Fl, Vw, Vl: fit_linear_bt(Fw, Fl, Vw, Vl)
-        fitters["relu_net_adamw"] = lambda Fw, Fl, Vw, Vl: fit_relu_net(Fw, Fl, Vw, Vl, width=width, seed=seed)
-        for name, scorer in zero_shot_scorers(provenance, dim).items():
-            fitters[name] = lambda *_a, s=scorer: s
-    return fitters
-
-
 def evaluate_cv(*, head: Path | None, features: str, pairs: Path | None, output: Path | None, k: int,
                 baselines: bool, n_boot: int, seed: int) -> dict[str, Any]:
     """Run the cross-validation, write ``cv.json`` and ``report.md`` under ``output``, print the summary."""
     from coala_cli.train import _labels, _materialize, _open
+    from coala_core.baselines.methods import cv_fitters
     from coala_core.engine.sources import SubsetPairs
     from coala_core.engine.spec import HeadSpec
     from coala_core.evaluation.cv import cross_validate, summarise_cv
@@ -60,7 +45,7 @@ def evaluate_cv(*, head: Path | None, features: str, pairs: Path | None, output:
         width, label = spec.train.random_width, "random_relu_phase2"
     C, R = _materialize(SubsetPairs(store, np.arange(store.n_rows)))
     fitters = cv_fitters(spec, baselines=baselines, width=width, seed=seed, provenance=dict(store.provenance),
-                         dim=store.dim, coala_label=label)
+                         dim=store.dim, head_label=label)
 
     def on_fold(rec: dict[str, Any]) -> None:
         accs = ", ".join(f"{m} {v['accuracy']:.3f}" for m, v in rec["methods"].items())

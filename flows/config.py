@@ -75,6 +75,8 @@ class EvaluationSection(StageConfig):
     splits: list[Literal["train", "validation", "test"]] = Field(default_factory=lambda: ["test"], min_length=1)
     n_boot: int = Field(1000, ge=0)
     seed: int = 0
+    cv_folds: int = Field(0, ge=0, description="K > 1: also refit the head's recipe and the baselines on K group "
+                          "folds of all pairs (every pair held out once; paired McNemar); 0: off")
 
 
 class PipelineConfig(BaseModel):

@@ -28,8 +28,10 @@ HEADLINE = ("accuracy", "sigmoid_margin", "rewards/margins", "rewards/accuracies
 @task(name="evaluate", cache_policy=digest_policy(*NOT_IN_KEY), persist_result=True, result_serializer="json",
       on_failure=[fail_stage_runs])
 def evaluate_task(head: HeadRef, features: FeaturesRef, dataset: DatasetRef, splits: list[str], n_boot: int, seed: int,
-                  *, workdir: Path, output: Path, tracking: TrackingContext) -> ReportRef:
-    """Score each split's pairs with the head; write ``report.md``, ``metrics.json`` and PNG plots."""
+                  *, workdir: Path, output: Path, tracking: TrackingContext, cv_folds: int = 0) -> ReportRef:
+    """Score each split's pairs with the head; write ``report.md``, ``metrics.json`` and PNG plots. With
+    ``cv_folds`` K > 1, also cross-validate the head's recipe and the baselines over all pairs
+    (:func:`tasks.evaluation_cv.cross_validate_stores`). Degenerate-head warnings go to the flow log."""
     client = tracking.client()
     with stage_run(client, tracking.experiment_id, "evaluate", parent_run_id=tracking.parent_run_id, tags=prefect_tags(),
                    system_metrics=tracking.system_metrics, sampling_interval=tracking.system_metrics_interval_s) as run:
@@ -50,8 +52,16 @@ def evaluate_task(head: HeadRef, features: FeaturesRef, dataset: DatasetRef, spl
                 run.log_dataset(ref.uri, name=f"features-{split}", digest=ref.digest, context=f"evaluation-{split}",
                                 profile={"n_rows": ref.n_rows, "dim": ref.dim})
                 meter.flops += scoring_flops(ref.n_rows, loaded.dim, loaded.width)
-            files = render_report(evaluations=evaluations, head_meta=loaded.meta,
+            cv = None
+            if cv_folds:
+                from tasks.evaluation_cv import cross_validate_stores
+
+                cv = cross_validate_stores(loaded, features, pairs, k=cv_folds, n_boot=n_boot, seed=seed)
+            files = render_report(evaluations=evaluations, head_meta=loaded.meta, cv=cv,
                                   inputs={"head": head.uri, "head digest": head.digest[:16], "dataset digest": dataset.digest[:16]})
+            from tasks.evaluation_cv import log_warnings
+
+            log_warnings(run, files)
             for name, data in files.items():
                 atomic_write_bytes(Path(output) / name, data)
         metrics: dict[str, float] = {}
@@ -60,6 +70,10 @@ def evaluate_task(head: HeadRef, features: FeaturesRef, dataset: DatasetRef, spl
             metrics.update({f"{split}/{k}_ci_lo": float(lo) for k, (lo, _hi) in ev.ci.items()})
             metrics.update({f"{split}/{k}_ci_hi": float(hi) for k, (_lo, hi) in ev.ci.items()})
         metrics.update(meter.metrics())
+        if cv is not None:
+            from tasks.evaluation_cv import cv_metrics
+
+            metrics.update(cv_metrics(cv))
         run.log_metrics(metrics)
         run.log_artifact(output, "report")
         report_md = Path(output) / "report.md"
