@@ -44,12 +44,24 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def load_store(path: Path, order: dict[str, int]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Chosen and rejected features (n, d) float64 in the pairs file's row order, and the provenance."""
+def committed_ids(path: Path) -> list[str]:
+    """Pair ids of the rows committed contiguously from row 0 (a store still being extracted has a prefix)."""
     store = FeatureStore.open(str(path), mode="r")
-    store.verify()
-    C, R = store.read_all()
-    ids = [str(p) for p in store.pair_ids()]
+    return [str(p) for p in store.pair_ids()[: store.completed_rows]]
+
+
+def load_store(path: Path, order: dict[str, int]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Chosen and rejected features (n, d) float64 in the pairs file's row order, and the provenance; only the
+    pairs of ``order`` (the committed prefix every store has, with ``--partial``)."""
+    store = FeatureStore.open(str(path), mode="r")
+    n = store.completed_rows
+    C, R = (np.empty((n, store.dim), np.float32) for _ in range(2))
+    for start, stop, c, r in store.iter_chunks(require_complete=False):
+        if stop <= n:
+            C[start:stop], R[start:stop] = c, r
+    ids = [str(p) for p in store.pair_ids()[:n]]
+    keep = [i for i, p in enumerate(ids) if p in order]
+    C, R, ids = C[keep], R[keep], [ids[i] for i in keep]
     if len(ids) != len(order) or set(ids) != set(order):
         raise SystemExit(f"{path}: its {len(ids)} pairs are not the pairs file's {len(order)}")
     perm = np.empty(len(ids), dtype=np.int64)
@@ -90,6 +102,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--only", default="", help="comma-separated store names (without .zarr) to use; default all")
     ap.add_argument("--concat", action="append", default=[],
                     help="NAME1+NAME2: hidden blocks of two stores side by side, each row-RMS-normalised")
+    ap.add_argument("--partial", action="store_true",
+                    help="use the pairs every store has committed so far (stores still being extracted)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--top", type=int, default=2, help="variants (by linear accuracy) that also get AdamW and COALA")
     ap.add_argument("--no-coala", action="store_true")
@@ -102,17 +116,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     table = read_pairs(args.pairs)
-    pair_ids = [str(p) for p in table.column("pair_id").to_pylist()]
-    groups = np.asarray(table.column("group_id").to_pylist(), dtype=str)
-    order = {p: i for i, p in enumerate(pair_ids)}
-    folds = group_folds(groups, args.folds, args.seed)
-    log(f"{len(pair_ids)} pairs, {np.unique(groups).size} groups, {args.folds} folds of "
-        f"{np.bincount(folds).tolist()} pairs")
     names = sorted(p.name[:-5] for p in Path(args.stores).glob("*.zarr"))
     if args.only:
         names = [n for n in names if n in args.only.split(",")]
     if not names:
         raise SystemExit(f"{args.stores}: no .zarr stores")
+    all_ids = [str(p) for p in table.column("pair_id").to_pylist()]
+    keep = np.ones(len(all_ids), dtype=bool)
+    if args.partial:
+        common = set.intersection(*(set(committed_ids(Path(args.stores) / f"{n}.zarr")) for n in names))
+        keep = np.array([p in common for p in all_ids])
+        log(f"--partial: {int(keep.sum())} of {len(all_ids)} pairs committed in every store")
+    pair_ids = [p for p, k in zip(all_ids, keep, strict=True) if k]
+    groups = np.asarray(table.column("group_id").to_pylist(), dtype=str)[keep]
+    order = {p: i for i, p in enumerate(pair_ids)}
+    folds = group_folds(groups, args.folds, args.seed)
+    log(f"{len(pair_ids)} pairs, {np.unique(groups).size} groups, {args.folds} folds of "
+        f"{np.bincount(folds).tolist()} pairs")
     data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     zero_shot: dict[str, Any] = {}
     for name in names:
