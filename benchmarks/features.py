@@ -11,7 +11,8 @@ accuracy [95% group-bootstrap CI], the paired difference to the best linear head
 
 The linear head runs on every variant (cheap); the AdamW net and COALA on the ``--top`` variants by linear
 accuracy (COALA costs minutes per fold on a CPU). ``--coala-variant NAME:JSON`` adds a COALA recipe (a
-HeadSpec as JSON, e.g. ``p40:{"phase1":{"n_patterns":40}}``) run on the best variant: the item-7 candidates.
+HeadSpec as JSON, e.g. ``p40:{"phase1":{"n_patterns":40}}``; a top-level ``val_fraction`` changes the share of
+training groups held out for selection) run on the best variant: the item-7 candidates.
 
     nice -n 10 .venv/bin/python benchmarks/features.py --stores /work/sweep/smollm2_t128 \\
         --pairs /work/sweep/mathdial_all.parquet --folds 5 --top 2 --out /work/sweep/b2/sweep_mathdial.json
@@ -159,10 +160,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rewards: dict[str, dict[str, list[float]]] = {}
     seconds: dict[str, float] = {}
 
-    def run(variant: str, methods: dict[str, Any]) -> None:
+    def run(variant: str, methods: dict[str, Any], val_fraction: float = 0.15) -> None:
         C, R = data[variant]
         t = time.perf_counter()
-        res: CVResult = cross_validate(C, R, groups, methods, k=args.folds, seed=args.seed,
+        res: CVResult = cross_validate(C, R, groups, methods, k=args.folds, seed=args.seed, val_fraction=val_fraction,
                                        on_fold=lambda rec: log(f"  {variant} fold {rec['fold'] + 1}: " + ", ".join(
                                            f"{m} {v['accuracy']:.3f} ({v['seconds']:.0f} s)" for m, v in rec["methods"].items())))
         assert np.array_equal(res.folds, folds)
@@ -187,11 +188,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         run(v, fitters_for(heavy, 20, args.seed, HeadSpec()))
     for item in args.coala_variant:
         vname, _, spec_json = item.partition(":")
-        spec = HeadSpec.build(json.loads(spec_json))
+        raw = json.loads(spec_json)
+        val_fraction = float(raw.pop("val_fraction", 0.15))  # selection on a larger validation split
+        spec = HeadSpec.build(raw)
         run_name = f"coala[{vname}]"
         C, R = data[best_linear]
         log(f"COALA candidate {run_name} on {best_linear}: {spec_json}")
-        run(best_linear, {run_name: fitters_for(["coala"], 20, args.seed, spec)["coala"]})
+        run(best_linear, {run_name: fitters_for(["coala"], 20, args.seed, spec)["coala"]}, val_fraction)
 
     ref = results[(best_linear, "linear_bt")]
     rows = []
