@@ -416,9 +416,10 @@ class FeatureStore:
         return bad
 
     def pair_ids(self) -> np.ndarray:
-        if not self.checksummed or not self.is_complete:
+        if not self.checksummed or not self.is_complete or self.n_chunks == 0:
             return np.asarray(self._pair_id[:])
-        return self._read_block(0, self.n_chunks)[2]
+        markers = self._markers()  # checked chunk by chunk: the whole store is never held at once
+        return np.concatenate([self._read_block(c, c + 1, markers)[2] for c in range(self.n_chunks)])
 
     # ---- small per-store constants (e.g. the seeded attention-pooling vector) ---------------------
     def write_extra(self, name: str, array: np.ndarray) -> None:
