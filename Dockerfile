@@ -1,8 +1,9 @@
 # The COALA pipeline on a CUDA runtime: PyTorch for CUDA, the project with its `gpu` (CuPy), `dist` (Dask) and
-# `server` (psycopg2 for MLflow on PostgreSQL) extras, pinned by constraints.txt; runs as a non-root user.
+# `server` (psycopg2 for MLflow on PostgreSQL) extras, pinned by constraints.txt (resolved on Python 3.11, the
+# interpreter installed here); runs as a non-root user.
 # One image serves every role of docker-compose.yml (Prefect server, MLflow server, pipeline worker).
 # No secrets are baked in: passwords and URLs come from the environment at run time (.env, see .env.example).
-ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04
 FROM ${CUDA_IMAGE}
 
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
@@ -21,9 +22,9 @@ ENV DEBIAN_FRONTEND=noninteractive \
     TOKENIZERS_PARALLELISM=false
 
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates tini \
+    && apt-get install -y --no-install-recommends python3.11 python3.11-venv ca-certificates tini \
     && rm -rf /var/lib/apt/lists/* \
-    && python3 -m venv /opt/venv \
+    && python3.11 -m venv /opt/venv \
     && pip install "pip>=24" "setuptools>=69" wheel
 
 # Dependencies first (a layer that survives code edits): the CUDA build of torch, then the pinned extras.
