@@ -17,13 +17,15 @@ from typing import Any
 import numpy as np
 import typer
 
-from coala_cli._common import handle_errors
+from coala_cli._common import config_option, handle_errors
 from coala_core.baselines import compare_heads, comparison_table, fit_baselines
 from coala_core.engine.fit import fit_head
 from coala_core.engine.sources import SubsetPairs, align_to_store
-from coala_core.engine.spec import HeadSpec
+from coala_core.engine.spec import HeadSpec, TrainConfig
 from coala_core.errors import DataError
 from coala_core.evaluation import evaluate_head
+from coala_core.phase1.config import Phase1Config
+from coala_core.phase2.config import Phase2Config
 from coala_core.report import render_report
 from storage.atomic import atomic_write_files
 from storage.feature_store import FeatureStore
@@ -88,14 +90,16 @@ def train(
     pairs: Path = typer.Option(..., "--pairs", help="pairs Parquet with the split column"),
     output: Path = typer.Option(..., "--output", help="head directory to write"),
     config: Path | None = typer.Option(None, "--config", help="YAML with phase1/phase2/train sections (a pipeline YAML works)"),
-    preset: str | None = typer.Option(None, help="Phase II preset: convex or paper"),
-    loss: str | None = typer.Option(None, help="Phase II loss: pairwise or pointwise"),
-    solver: str | None = typer.Option(None, help="Phase II solver: newton, agd or adamw"),
-    phase1_preset: str | None = typer.Option(None, help="Phase I preset: default or paper"),
-    n_patterns: int | None = typer.Option(None, help="Phase I P (2P neurons)"),
-    backend: str | None = typer.Option(None, help="Phase I backend: auto (GPU when cupy sees one), numpy or cupy"),
-    memory_budget_mb: float | None = typer.Option(None, help="Phase I: keep rows in (device) memory up to this size, else stream"),
-    first_layer: str | None = typer.Option(None, help="phase1 or random"),
+    preset: str | None = config_option(Phase2Config, "preset", help="Phase II preset (paper: the authors' code)"),
+    loss: str | None = config_option(Phase2Config, "loss", help="Phase II loss"),
+    solver: str | None = config_option(Phase2Config, "solver", help="Phase II solver"),
+    phase1_preset: str | None = config_option(Phase1Config, "preset", "--phase1-preset", help="Phase I preset"),
+    n_patterns: int | None = config_option(Phase1Config, "n_patterns", help="Phase I P (2P neurons)"),
+    backend: str | None = config_option(Phase1Config, "backend",
+                                        help="Phase I arrays: auto = the GPU when cupy sees a CUDA device"),
+    memory_budget_mb: float | None = config_option(
+        Phase1Config, "memory_budget_mb", help="Phase I keeps its rows in (device) memory up to this size, else streams them"),
+    first_layer: str | None = config_option(TrainConfig, "first_layer"),
     seed: int | None = typer.Option(None),
 ) -> None:
     """Run Phase I (beta path selected on validation) then Phase II, and write the head."""
