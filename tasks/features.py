@@ -14,7 +14,7 @@ from storage.feature_store import FeatureStore
 from storage.pairs import read_pairs
 from tasks import artifacts
 from tasks.caching import stable_digest
-from tasks.compute import forward_flops
+from tasks.compute import forward_flops, matmul_params
 from tasks.refs import DatasetRef, FeaturesRef, StoreRef
 from tasks.stage import TrackingContext, current_stage, stage_task
 
@@ -43,7 +43,7 @@ def extract_features_task(dataset: DatasetRef, config: ExtractionConfig, *, work
     pairs = read_pairs(dataset.path)
     progress = artifacts.Progress("feature-extraction", f"Extracting features of {dataset.n_rows} pairs")
     extractor = FeatureExtractor(load_model(config), config)
-    n_params = sum(p.numel() for p in extractor.loaded.backbone.parameters())
+    n_params = matmul_params(extractor.loaded.backbone, lm_head=False)  # the one FLOP convention (engine.compute)
     provenance = extractor.provenance(dataset.digest)
     stores: dict[str, StoreRef] = {}
     pace = ExtractionLog(dataset.n_rows)
