@@ -6,6 +6,9 @@ import importlib
 from typing import Any
 
 _LAZY = {
+    "fit_head": "coala_core.engine",
+    "HeadSpec": "coala_core.engine",
+    "score_source": "coala_core.engine",
     "fit_phase1": "coala_core.phase1",
     "fit_phase1_path": "coala_core.phase1",
     "Phase1Config": "coala_core.phase1",
