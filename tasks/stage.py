@@ -223,35 +223,42 @@ def finish(st: StageRun, ref: Any) -> Any:
 
 
 class PrefectForwarder(logging.Handler):
-    """Send records to the current Prefect run's logger (so they show in the UI with the task run)."""
+    """Send records to the Prefect run current where they are emitted (a task run inside a task, else the
+    flow run), so they show in the UI with the stage's task run; dropped outside any run."""
 
-    def __init__(self, target: logging.LoggerAdapter | logging.Logger) -> None:
+    def __init__(self) -> None:
         super().__init__(logging.INFO)
-        self.target = target
 
     def emit(self, record: logging.LogRecord) -> None:
+        from prefect.exceptions import MissingContextError
+        from prefect.logging import get_run_logger
+
+        try:
+            target = get_run_logger()
+        except MissingContextError:
+            return
         try:
             if record.name == "py.warnings":
-                self.target.log(record.levelno, record.getMessage().strip())
+                target.log(record.levelno, record.getMessage().strip())
             else:
-                self.target.log(record.levelno, "%s: %s", record.name, record.getMessage())
+                target.log(record.levelno, "%s: %s", record.name, record.getMessage())
         except Exception:  # noqa: BLE001 - logging must never break a stage
             self.handleError(record)
 
 
+_FORWARDING: ContextVar[bool] = ContextVar("coala_forwarding", default=False)
+
+
 @contextmanager
 def stage_logs() -> Iterator[None]:
-    """While a stage body runs in a Prefect run: logger ``coala`` (INFO) and warnings reach the run's log."""
-    from prefect.exceptions import MissingContextError
-    from prefect.logging import get_run_logger
-
-    try:
-        target = get_run_logger()
-    except MissingContextError:  # called with .fn outside an engine: nothing to forward to
+    """While the block runs: records of logger ``coala`` (INFO and up) and Python warnings also go to the
+    current Prefect run's log (:class:`PrefectForwarder`). Nested uses are no-ops."""
+    if _FORWARDING.get():
         yield
         return
+    token = _FORWARDING.set(True)
     core = logging.getLogger(CORE_LOGGER)
-    handler = PrefectForwarder(target)
+    handler = PrefectForwarder()
     previous_level = core.level
     if core.getEffectiveLevel() > logging.INFO:
         core.setLevel(logging.INFO)
@@ -271,6 +278,7 @@ def stage_logs() -> Iterator[None]:
         finally:
             core.removeHandler(handler)
             core.setLevel(previous_level)
+            _FORWARDING.reset(token)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -296,7 +304,8 @@ def run_stage(task: Task, *, stage: str, workdir: Path, tracking: TrackingContex
     configured = task.with_options(refresh_cache=not output.exists(), timeout_seconds=timeout_s,
                                    result_storage=Path(workdir).resolve() / "prefect-results")
     inputs = {"workdir": workdir, "output": output, "tracking": tracking, **params}
-    state = configured(return_state=True, **inputs)
+    with stage_logs():  # also for task bodies not (yet) built with stage_task
+        state = configured(return_state=True, **inputs)
     ref = state.result()
     if state.name == "Cached":
         log_cached_stage(tracking, stage_spec(task), inputs, ref)

@@ -11,25 +11,50 @@ distribution (``apt-get install chromium``, done by ``.ci/run``); without it the
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import TINY_CONFIG
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "flows"))
-from test_integration_servers import BIN, Servers, clean_env, servers  # noqa: E402, F401 - the servers fixture
+from test_integration_servers import BIN, Processes, Servers, clean_env, free_port, wait_http  # noqa: E402
 
 pytestmark = pytest.mark.integration
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
          "--disable-dev-shm-usage", "--window-size=1400,1000"]
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    """``prefect server start`` (its UI told where its API is: PREFECT_UI_API_URL) and ``mlflow server``."""
+    root = tmp_path_factory.mktemp("ui-servers")
+    procs = Processes(root)
+    p_port, m_port = free_port(), free_port()
+    prefect_env = clean_env(PREFECT_HOME=str(root / "prefect-home"),
+                            PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{root / 'prefect.db'}",
+                            PREFECT_UI_API_URL=f"http://127.0.0.1:{p_port}/api")
+    try:
+        procs.start("prefect-server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+                                       "--port", str(p_port), "--no-background"], prefect_env)
+        procs.start("mlflow-server", [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(m_port),
+                                      "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                                      "--serve-artifacts", "--artifacts-destination", str(root / "artifacts")],
+                    clean_env())
+        wait_http(f"http://127.0.0.1:{p_port}/api/health", procs, "prefect-server")
+        wait_http(f"http://127.0.0.1:{m_port}/health", procs, "mlflow-server")
+        yield Servers(f"http://127.0.0.1:{p_port}/api", f"http://127.0.0.1:{m_port}", root, procs)
+    finally:
+        procs.stop_all()
 
 
 def chromium(url: str, *, screenshot: Path | None = None, budget_ms: int = 20000) -> str:
@@ -64,7 +89,7 @@ def _run_pipeline(srv: Servers, tiny_model: Path, workdir: Path, *extra: str) ->
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install chromium)")
-def test_flow_run_logs_and_ui_screenshots(servers: Servers, tiny_model: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_flow_run_logs_and_ui_screenshots(servers: Servers, tiny_model: Path, tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId, LogFilter, LogFilterFlowRunId
@@ -97,6 +122,16 @@ def test_flow_run_logs_and_ui_screenshots(servers: Servers, tiny_model: Path, tm
     std, colours = not_blank(shot)
     print(f"prefect flow-run page: pixel std {std:.1f}, {colours} colours")
     assert std > 5 and colours > 50 and top.name in dom
+    # the report artifact shows its plots: images inlined, rendered by the UI
+    with temporary_settings({PREFECT_API_URL: servers.prefect_api}), get_client(sync_client=True) as client:
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+        (report, *_) = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["coala-report"])))
+    shot = tmp_path / "prefect-report-artifact.png"
+    dom = chromium(f"{ui}/artifacts/artifact/{report.id}", screenshot=shot)
+    std, colours = not_blank(shot)
+    print(f"prefect report artifact page: pixel std {std:.1f}, {colours} colours")
+    assert std > 5 and colours > 50 and re.search(r'<img[^>]+src="data:image/png;base64,', dom)
 
     mlflow = MlflowClient(servers.mlflow_uri)
     exp = mlflow.get_experiment_by_name("coala-tiny")
@@ -109,3 +144,37 @@ def test_flow_run_logs_and_ui_screenshots(servers: Servers, tiny_model: Path, tm
     std, colours = not_blank(shot)
     print(f"mlflow compare page: pixel std {std:.1f}, {colours} colours")
     assert std > 5 and colours > 50 and parents[0].info.run_name in dom
+
+
+def test_serve_timezone_concurrency_and_typed_form(servers: Servers, tiny_model: Path) -> None:
+    """``coala serve --timezone --concurrency --overlap skip``: the deployment's cron carries the time zone,
+    one run at a time with new runs cancelled while one is active, and the run form's schema is typed."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    env = clean_env(PREFECT_API_URL=servers.prefect_api, PREFECT_HOME=str(servers.root / "serve-tz-home"))
+    servers.procs.start("coala-serve-tz", [str(BIN / "coala"), "serve", "--config", str(TINY_CONFIG), "--cron", "0 3 * * *",
+                                           "--timezone", "Europe/Paris", "--concurrency", "1", "--overlap", "skip",
+                                           "--name", "tz", "--set", f"features.model={tiny_model}"], env)
+    try:
+        with temporary_settings({PREFECT_API_URL: servers.prefect_api}), get_client(sync_client=True) as client:
+            deadline = time.monotonic() + 120
+            while True:
+                servers.procs.alive("coala-serve-tz")
+                try:
+                    dep = client.read_deployment_by_name("coala-pipeline/tz")
+                    break
+                except ObjectNotFound:
+                    assert time.monotonic() < deadline, servers.procs.tail("coala-serve-tz")
+                    time.sleep(0.5)
+    finally:
+        servers.procs.stop("coala-serve-tz")
+    schedule = dep.schedules[0].schedule
+    assert schedule.cron == "0 3 * * *" and schedule.timezone == "Europe/Paris"
+    assert dep.global_concurrency_limit is not None and dep.global_concurrency_limit.limit == 1
+    assert dep.concurrency_options is not None and dep.concurrency_options.collision_strategy.value == "CANCEL_NEW"
+    form = dep.parameter_openapi_schema
+    fields = form["definitions"]["PipelineParams"]["properties"]
+    assert fields["dataset_limit"]["anyOf"][0] == {"minimum": 1, "type": "integer"}
+    assert fields["phase2_l2_grid"]["anyOf"][0]["items"]["exclusiveMinimum"] == 0
