@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from coala_core.phase1.anderson import Anderson
 from coala_core.phase1.data import PreparedRows
 from coala_core.phase1.programs import group_norm_sum, group_soft_threshold
 
@@ -30,7 +31,8 @@ from coala_core.phase1.programs import group_norm_sum, group_soft_threshold
 @dataclass
 class ADMMState:
     """Everything ADMM carries between iterations: u, z, lam (2, P, d) float64; s, nu (n, 2P) compute dtype;
-    ``GtSnu`` = alpha G'(s - nu) (2, P, d); ``rho``; iteration ``k``; ergodic sum of z."""
+    ``GtSnu`` = alpha G'(s - nu) (2, P, d); ``rho``; iteration ``k``; ergodic sum ``z_sum`` of the reported
+    iterate (z, or u in cronos mode) over ``n_avg`` iterations."""
 
     u: Any
     z: Any
@@ -84,11 +86,13 @@ class ADMMProblem:
     rho_adapt_until: int = 1000
     rho_adapt_every: int = 25
     relaxation: float = 1.0  # over-relaxation (Boyd et al. 2011, 3.4.3); 1.0 = plain ADMM
+    report: str = "z"  # the iterate whose objective, cone violation and ergodic sum are kept ("u" for cronos)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _pass(prob: ADMMProblem, st: ADMMState, u: Any, z: Any) -> tuple[Any, Any, Any, dict[str, float], Any]:
-    """The one streamed pass: new s, nu; alpha G'(s-nu), alpha G'(s - s_old), alpha G'nu; norms; pred at z."""
+    """The one streamed pass: new s, nu; alpha G'(s-nu), alpha G'(s - s_old), alpha G'nu; norms; pred and
+    cone violation at the reported iterate (z, or u when ``prob.report == "u"``)."""
     rows, xp, a = prob.rows, prob.rows.xp, prob.alpha
     P, dt = rows.P, rows.dtype
     UZ = xp.concatenate([u[0], u[1], z[0], z[1]], axis=0).T.astype(dt)  # (d, 4P)
@@ -112,17 +116,17 @@ def _pass(prob: ADMMProblem, st: ADMMState, u: Any, z: Any) -> tuple[Any, Any, A
         sums["Gu"] += float((Gu64 * Gu64).sum())
         sums["s"] += float((sb64 * sb64).sum())
         sums["res"] += float(((Gu64 - sb64) ** 2).sum())
-        Qz = Q[:, 2 * P:].astype(xp.float64)
+        Qz = (Q[:, :2 * P] if prob.report == "u" else Q[:, 2 * P:]).astype(xp.float64)
         Db = (Eb > 0).astype(xp.float64)
         pred = (Db * (Qz[:, :P] - Qz[:, P:])).sum(axis=1)
         preds.append(pred)
-        r = pred - rows.y[start:stop].astype(xp.float64)
-        sums["sq"] += float(r @ r)
         neg = xp.minimum(0.0, E2.astype(xp.float64) * Qz)
         sums["viol"] += float((neg * neg).sum())
     blocks = [a * acc[:, j * P:(j + 1) * P].T for j in range(6)]
     two = [xp.stack([blocks[2 * j], blocks[2 * j + 1]]) for j in range(3)]
-    return s_new, nu_new, two, sums, xp.concatenate(preds)
+    pred = xp.concatenate(preds)
+    sums["sq"] = rows.squared_loss_sum(pred)
+    return s_new, nu_new, two, sums, pred
 
 
 def admm_step(prob: ADMMProblem, st: ADMMState) -> tuple[ADMMState, StepInfo]:
@@ -142,11 +146,12 @@ def admm_step(prob: ADMMProblem, st: ADMMState) -> tuple[ADMMState, StepInfo]:
     Bz = np.sqrt(float(xp.sum(z * z)) + sums["s"])
     eps_pri = np.sqrt(n_u + s.size) * prob.eps_abs + prob.eps_rel * max(Ax, Bz)
     eps_dual = np.sqrt(n_u) * prob.eps_abs + prob.eps_rel * rho * float(xp.linalg.norm(lam + Gtnu))
-    loss = sums["sq"] / (2.0 * rows.n)
-    obj = loss + prob.beta * (group_norm_sum(z[0]) + group_norm_sum(z[1]))
+    loss = sums["sq"] / (2.0 * rows.n_loss)
+    rep = u if prob.report == "u" else z
+    obj = loss + prob.beta * (group_norm_sum(rep[0]) + group_norm_sum(rep[1]))
     info = StepInfo(obj, loss, r_pri, r_dual, float(eps_pri), float(eps_dual),
                     float(np.sqrt(sums["viol"] / rows.n)), rows.accuracy(pred), rho, pred)
-    new = ADMMState(u, z, lam, s, nu, GtSnu, rho, st.k + 1, st.z_sum + z, st.n_avg + 1)
+    new = ADMMState(u, z, lam, s, nu, GtSnu, rho, st.k + 1, st.z_sum + rep, st.n_avg + 1)
     if prob.adaptive_rho and new.k <= prob.rho_adapt_until and new.k % prob.rho_adapt_every == 0:
         rel_pri = r_pri / max(Ax, Bz, 1e-30)
         rel_dual = r_dual / max(rho * float(xp.linalg.norm(lam + Gtnu)), 1e-30)
@@ -170,15 +175,18 @@ def _balance_rho(prob: ADMMProblem, st: ADMMState, rel_pri: float, rel_dual: flo
 
 def run_admm(prob: ADMMProblem, st: ADMMState, max_iter: int, *, fixed_iters: bool = False,
              history: dict[str, list[float]] | None = None,
-             on_iteration: Callable[[ADMMState, StepInfo], None] | None = None
+             on_iteration: Callable[[ADMMState, StepInfo], None] | None = None, anderson: int = 0
              ) -> tuple[ADMMState, StepInfo | None, bool, dict[str, list[float]]]:
     """Iterate ``admm_step`` until the Boyd criterion holds (unless ``fixed_iters``) or ``max_iter`` total
-    iterations; ``on_iteration`` is called after each step (validation, checkpoints)."""
+    iterations; ``on_iteration`` is called after each step (validation, checkpoints). ``anderson`` > 0
+    accelerates the iteration (safeguarded Anderson acceleration with that memory, :mod:`.anderson`)."""
     hist = history if history is not None else {}
     t0 = time.perf_counter() - (hist["seconds"][-1] if hist.get("seconds") else 0.0)
     converged, info = False, None
-    while st.k < max_iter:
-        st, info = admm_step(prob, st)
+    aa = Anderson(anderson) if anderson > 0 else None
+    cur = st
+    while cur.k < max_iter:
+        st, info = admm_step(prob, cur)
         for key, val in (("objective", info.objective), ("r_primal", info.r_primal), ("r_dual", info.r_dual),
                          ("eps_primal", info.eps_primal), ("eps_dual", info.eps_dual),
                          ("cone_violation", info.cone_violation), ("train_accuracy", info.accuracy),
@@ -189,4 +197,5 @@ def run_admm(prob: ADMMProblem, st: ADMMState, max_iter: int, *, fixed_iters: bo
         if not fixed_iters and info.r_primal <= info.eps_primal and info.r_dual <= info.eps_dual:
             converged = True
             break
+        cur = st if aa is None else aa.next(cur, st)[0]
     return st, info, converged, hist

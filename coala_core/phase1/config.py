@@ -54,6 +54,9 @@ class Phase1Config(StageConfig):
     preset: Literal["default", "paper"] = "default"
     # the program
     program: Literal["relu", "gated"] = "relu"
+    #: ``pointwise``: chosen rows +1, rejected rows -1 (the paper); ``pairwise``: the loss
+    #: (1/(2n)) ||sum_i (D_i(X_w) X_w - D_i(X_l) X_l)(v_i - w_i) - 1||^2 over the n pairs (issue 11 item 7)
+    objective: Literal["pointwise", "pairwise"] = "pointwise"
     n_patterns: int = Field(10, ge=1, le=4096)
     beta: float = Field(1e-3, gt=0.0)
     loss: Literal["mean", "sum"] = "mean"
@@ -73,6 +76,7 @@ class Phase1Config(StageConfig):
     rho_adapt_until: int = Field(1000, ge=0)
     rho_adapt_every: int = Field(25, ge=1)
     relaxation: float = Field(1.6, gt=0.0, lt=2.0)  # measured ~2x fewer iterations than 1.0
+    anderson_memory: int = Field(0, ge=0, le=50)  # safeguarded Anderson acceleration (0 = off)
     max_iter: int = Field(2000, ge=1)
     tol: float = Field(1e-4, gt=0.0)
     abs_tol: float | None = Field(None, gt=0.0)

@@ -96,6 +96,12 @@ class PreparedRows:
         self.P = int(self.gates.shape[1])
         self.E = self.xp.concatenate([gate_signs(b, self.gates) for _, _, b in self.blocks()], axis=0)
         self.pattern_report.shares = np.asarray((self.E > 0).mean(axis=0).tolist())
+        self.pairwise = config.objective == "pairwise"
+        if self.pairwise and self.pairs is None:
+            raise DataError("objective: 'pairwise' needs preference pairs (chosen, rejected) or a feature store, "
+                            "not rows with labels")
+        #: rows of the squared loss: n (pointwise) or the number of pairs (pairwise)
+        self.n_loss = int(self.pairs[0].shape[0]) if self.pairwise else self.n
 
     # --- reading -------------------------------------------------------------------------------------------
     def _fit_standardizer(self) -> Standardizer:
@@ -138,6 +144,42 @@ class PreparedRows:
     def resident(self) -> bool:
         return self.X is not None
 
+    def squared_loss_sum(self, pred: Any) -> float:
+        """sum (pred - y)^2 over rows (pointwise), or sum (pred_chosen - pred_rejected - 1)^2 over pairs."""
+        xp = self.xp
+        pred = pred.astype(xp.float64)
+        r = (pred[self.pairs[0]] - pred[self.pairs[1]] - 1.0) if self.pairwise else pred - self.y.astype(xp.float64)
+        return float(r @ r)
+
+    def pair_blocks(self) -> Iterator[tuple[Any, Any, Any, Any]]:
+        """One read of the paired rows as ``(X_chosen, X_rejected, E_chosen, E_rejected)`` batches."""
+        c_idx, r_idx = self.pairs
+        if self.X is not None:
+            for a in range(0, int(c_idx.shape[0]), self.chunk_rows):
+                c, r = c_idx[a:a + self.chunk_rows], r_idx[a:a + self.chunk_rows]
+                yield self.X[c], self.X[r], self.E[c], self.E[r]
+            return
+        for start, stop, Xb in self._stream():  # a paired source's block is [k chosen; k rejected]
+            k = (stop - start) // 2
+            yield Xb[:k], Xb[k:], self.E[start:start + k], self.E[start + k:stop]
+
+    def _pairwise_grams(self, with_H: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        xp, P, d = self.xp, self.P, self.d
+        XtX = xp.zeros((d, d), dtype=xp.float64)
+        H = xp.zeros((P * d, P * d), dtype=xp.float64) if with_H else None
+        Fty = xp.zeros((P, d), dtype=xp.float64)
+        for _, _, Xb in self.blocks():
+            XtX += (Xb.T @ Xb).astype(xp.float64)
+        for Xc, Xr, Ec, Er in self.pair_blocks():
+            Z = ((Ec > 0).astype(Xc.dtype)[:, :, None] * Xc[:, None, :]
+                 - (Er > 0).astype(Xr.dtype)[:, :, None] * Xr[:, None, :]).reshape(Xc.shape[0], P * d)
+            Fty += Z.sum(axis=0).reshape(P, d).astype(xp.float64)
+            if H is not None:
+                H += (Z.T @ Z).astype(xp.float64)
+        from coala_core.phase1.source import to_numpy
+
+        return to_numpy(XtX), (None if H is None else to_numpy(H)), to_numpy(Fty)
+
     def accuracy(self, pred: Any) -> float:
         """Pairwise accuracy (share of pairs with score(chosen) > score(rejected)) on paired rows, else the
         share of rows with sign(pred) == y."""
@@ -149,7 +191,10 @@ class PreparedRows:
     # --- Gram matrices -------------------------------------------------------------------------------------
     def grams(self, with_H: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """One pass: ``XtX`` (d, d), ``H`` (Pd, Pd) with blocks X'D_i D_j X (when ``with_H``), and
-        ``Fty`` (P, d) with rows X'D_i y; all float64 numpy (accumulated in float64 across blocks)."""
+        ``Fty`` (P, d) with rows X'D_i y; all float64 numpy (accumulated in float64 across blocks).
+        Pairwise objective: the loss rows are the pair differences D_i(X_w) X_w - D_i(X_l) X_l with target 1."""
+        if self.pairwise:
+            return self._pairwise_grams(with_H)
         if hasattr(self.source, "grams"):  # the same sums, map-reduced where the rows are (phase1/dask_source.py)
             return self.source.grams(self.standardizer, self.gates, with_H, self.dtype)
         xp, P, d = self.xp, self.P, self.d

@@ -29,7 +29,7 @@ def _grad_from_data(rows: PreparedRows, Fty: Any) -> Callable[[Any], Any]:
             Db = (rows.E[start:stop] > 0).astype(rows.dtype)
             pred = (Db * (Xb @ A)).sum(axis=1)
             out += ((Db * (pred - rows.y[start:stop])[:, None]).T @ Xb).astype(xp.float64)
-        return out / rows.n
+        return out / rows.n_loss
 
     return grad
 
@@ -37,7 +37,7 @@ def _grad_from_data(rows: PreparedRows, Fty: Any) -> Callable[[Any], Any]:
 def _lipschitz(rows: PreparedRows, H: Any, grad0: Callable[[Any], Any], Fty: Any, seed: int) -> float:
     xp = rows.xp
     if H is not None and H.shape[0] <= 4096:
-        return float(xp.linalg.eigvalsh(xp.asarray(H))[-1]) / rows.n
+        return float(xp.linalg.eigvalsh(xp.asarray(H))[-1]) / rows.n_loss
     x = xp.asarray(np.random.default_rng(seed).standard_normal((rows.P, rows.d)))
     x /= xp.linalg.norm(x)
     g0 = grad0(xp.zeros_like(x))
@@ -61,13 +61,13 @@ def solve_gated(rows: PreparedRows, H: Any, Fty: Any, beta: float, tol: float, m
         Hx = xp.asarray(H, dtype=xp.float64)
 
         def grad(a: Any) -> Any:
-            return ((Hx @ a.reshape(-1)).reshape(rows.P, rows.d) - b) / rows.n
+            return ((Hx @ a.reshape(-1)).reshape(rows.P, rows.d) - b) / rows.n_loss
     else:
         grad = _grad_from_data(rows, Fty)
     L = _lipschitz(rows, H, grad, Fty, seed)
     a = xp.zeros((rows.P, rows.d)) if a0 is None else xp.asarray(a0, dtype=xp.float64)
     yk, t = a.copy(), 1.0
-    scale = max(1.0, float(xp.linalg.norm(b)) / rows.n)
+    scale = max(1.0, float(xp.linalg.norm(b)) / rows.n_loss)
     hist: dict[str, list[float]] = {"step": [], "seconds": []}
     t0, converged = time.perf_counter(), False
     for _ in range(max_iter):

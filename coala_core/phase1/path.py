@@ -1,8 +1,10 @@
 """Regularisation path and model selection for Phase I (issue 5, item 8).
 
-Solve a geometric grid of beta from beta_max = max_i ||X'D_i y||/n (where the solution is zero) down to
-``path_min_ratio * beta_max``, each solve warm-started from the previous state and re-using the cached
-factorisations (the u-system does not depend on beta). Select beta by held-out pairwise accuracy on the
+Solve a geometric grid of ``path_n_betas`` values of beta from one step below beta_crit (the largest beta with
+a nonzero solution: the cone program's critical beta, ``programs.relu_critical_beta``) down to
+``path_min_ratio * beta_crit``, each solve warm-started from the previous state (ergodic averages restart)
+and re-using the cached factorisations (the u-system does not depend on beta). Select beta by the held-out
+pairwise accuracy of the network each solve ships (the recovered ReLU network, not the convex model) on the
 validation rows (split by group by the caller); ties go to the larger beta. Optionally refit on
 train + validation at the selected beta.
 """
@@ -25,8 +27,12 @@ from coala_core.phase1.source import ConcatRows, as_row_source
 log = logging.getLogger("coala.phase1")
 
 
-def beta_grid(beta_max: float, n_betas: int, min_ratio: float) -> np.ndarray:
-    """Geometric grid from beta_max down to min_ratio * beta_max (n_betas values, decreasing)."""
+def beta_grid(beta_max: float, n_betas: int, min_ratio: float, *, include_max: bool = True) -> np.ndarray:
+    """Geometric grid from beta_max down to min_ratio * beta_max (n_betas values, decreasing); with
+    ``include_max=False`` the grid's first point is one geometric step below beta_max (where the solution is
+    zero), so every point of the grid has a nonzero solution."""
+    if not include_max:
+        return beta_max * np.geomspace(1.0, min_ratio, n_betas + 1)[1:]
     if n_betas == 1:
         return np.array([beta_max])
     return beta_max * np.geomspace(1.0, min_ratio, n_betas)
@@ -48,8 +54,10 @@ def fit_phase1_path(X: Any, y: Any = None, config: Phase1Config | Mapping[str, A
         raise DataError("validation: the path selects beta on held-out rows; pass a validation source")
     t0 = time.perf_counter()
     solver = prepare(X, y, cfg, validation, validation_y, progress)
+    # the grid starts one step below the largest beta with a nonzero solution (the cone program's critical
+    # beta, computed exactly by NNLS on resident rows; the gated bound otherwise)
     grid = np.asarray(betas, dtype=np.float64) if betas is not None else beta_grid(
-        solver.beta_max, cfg.path_n_betas, cfg.path_min_ratio)
+        solver.beta_crit, cfg.path_n_betas, cfg.path_min_ratio, include_max=False)
     tol = cfg.path_tol if cfg.path_tol is not None else cfg.tol
     table: list[dict[str, Any]] = []
     results: list[Phase1Result] = []

@@ -54,7 +54,7 @@ def evaluate(rows: PreparedRows, v: Any, w: Any, beta: float, program: str) -> E
     W = xp.asarray(w, dtype=rows.dtype)
     P = V.shape[0]
     UW = xp.concatenate([V, W], axis=0).T
-    sq, viol = 0.0, 0.0
+    viol = 0.0
     preds = []
     for start, stop, Xb in rows.blocks():
         Eb = rows.E[start:stop]
@@ -62,17 +62,36 @@ def evaluate(rows: PreparedRows, v: Any, w: Any, beta: float, program: str) -> E
         Db = (Eb > 0).astype(xp.float64)
         pred = (Db * (Q[:, :P] - Q[:, P:])).sum(axis=1)
         preds.append(pred)
-        r = pred - rows.y[start:stop].astype(xp.float64)
-        sq += float(r @ r)
         if program == "relu":
             E64 = Eb.astype(xp.float64)
             neg = xp.minimum(0.0, xp.concatenate([E64, E64], axis=1) * Q)
             viol += float((neg * neg).sum())
     pred = xp.concatenate(preds)
-    loss = sq / (2.0 * rows.n)
+    loss = rows.squared_loss_sum(pred) / (2.0 * rows.n_loss)
     penalty = group_norm_sum(xp.asarray(v, dtype=xp.float64)) + group_norm_sum(xp.asarray(w, dtype=xp.float64))
     obj = loss + beta * penalty
-    return Evaluation(loss, penalty, obj, obj * rows.n, float(np.sqrt(viol / rows.n)), rows.accuracy(pred), pred)
+    return Evaluation(loss, penalty, obj, obj * rows.n_loss, float(np.sqrt(viol / rows.n)), rows.accuracy(pred),
+                      pred)
+
+
+def network_accuracy(rows: PreparedRows, theta1: np.ndarray, theta2: np.ndarray, pattern: np.ndarray,
+                     program: str) -> float:
+    """Accuracy on ``rows`` (pairwise when paired) of the recovered network that is shipped:
+    ``relu``: r(x) = sum_j relu(x . theta1_j) theta2_j; ``gated``: r(x) = sum_j 1[x . g_j >= 0] (x . theta1_j).
+    Off the training rows the cones need not hold, so this differs from the convex model's accuracy."""
+    xp = rows.xp
+    if theta2.shape[0] == 0:
+        return rows.accuracy(xp.zeros(rows.n, dtype=xp.float64))
+    T1 = xp.asarray(theta1, dtype=xp.float64)
+    t2 = xp.asarray(theta2, dtype=xp.float64)
+    G = xp.asarray(rows.gates[:, pattern], dtype=xp.float64) if program == "gated" else None
+    preds = []
+    for _, _, Xb in rows.blocks():
+        X64 = Xb.astype(xp.float64)
+        H = X64 @ T1
+        H = xp.maximum(H, 0.0) if G is None else xp.where(X64 @ G >= 0, H, 0.0)
+        preds.append(H @ t2)
+    return rows.accuracy(xp.concatenate(preds))
 
 
 def critical_beta(Fty: Any, n: int) -> float:
@@ -83,9 +102,48 @@ def critical_beta(Fty: Any, n: int) -> float:
     return float(np.linalg.norm(F, axis=1).max() / n)
 
 
-def recover_network(v: np.ndarray, w: np.ndarray, program: str, zero_tol: float = 0.0
+#: a neuron is active (kept in the network, counted in ``n_active``) when its group norm ||v_i|| (||w_i||, or
+#: ||v_i - w_i|| for the gated program) exceeds NEURON_RTOL times the largest group norm of the solution. Its
+#: contribution to a score scales with that norm, so the dropped ones change scores by < 1e-4 relative each.
+NEURON_RTOL = 1e-4
+
+
+#: the exact critical beta of the cone program needs one NNLS per neuron group on X (n, d); above this n * d
+#: the gated program's beta_max (an upper bound) is used instead
+NNLS_MAX_SIZE = 1_000_000
+
+
+def relu_critical_beta(rows: PreparedRows, Fty: Any) -> tuple[float, bool]:
+    """The largest beta with a nonzero solution of the cone-constrained program (1/n-scaled), and whether it
+    is exact.
+
+    At u = 0 the optimality conditions split by neuron group: 0 is optimal iff for every i
+    min_{mu >= 0} ||b_i + X'diag(e_i) mu|| <= beta (group v_i) and min_{mu >= 0} ||-b_i + X'diag(e_i) mu||
+    <= beta (group w_i), with b_i = X'D_i y / n the negative loss gradient and e_i = 2 D_i - 1 (the cone
+    multipliers mu are the constraint's duals). Each minimum is one NNLS problem. The cones make this smaller
+    than the gated program's max_i ||b_i|| (measured: often half of it). Falls back to that bound (exact=False)
+    when the rows are streamed or n * d > NNLS_MAX_SIZE.
+    """
+    upper = critical_beta(Fty, rows.n_loss)
+    if rows.X is None or rows.n * rows.d > NNLS_MAX_SIZE:
+        return upper, False
+    from scipy.optimize import nnls
+
+    X = np.asarray(to_numpy(rows.X), dtype=np.float64)
+    E = np.asarray(to_numpy(rows.E), dtype=np.float64)
+    b = np.asarray(to_numpy(Fty), dtype=np.float64) / rows.n_loss
+    best = 0.0
+    for i in range(E.shape[1]):
+        K = X.T * E[:, i]
+        for sign in (1.0, -1.0):
+            _, res = nnls(K, -sign * b[i], maxiter=50 * max(K.shape))
+            best = max(best, float(res))
+    return min(best, upper), True
+
+
+def recover_network(v: np.ndarray, w: np.ndarray, program: str, rtol: float = NEURON_RTOL
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Neurons from the convex solution.
+    """Neurons from the convex solution (groups below ``rtol`` times the largest group norm are dropped).
 
     ``relu``: v_i -> (v_i / sqrt||v_i||, +sqrt||v_i||), w_i -> (w_i / sqrt||w_i||, -sqrt||w_i||), zero groups
     dropped; f(x) = sum_j relu(x . theta1_j) theta2_j equals the convex model where the cones hold.
@@ -94,6 +152,9 @@ def recover_network(v: np.ndarray, w: np.ndarray, program: str, zero_tol: float 
     of each neuron (m,).
     """
     cols, outs, idx = [], [], []
+    groups = [v, w] if program == "relu" else [v - w]
+    biggest = max(float(np.linalg.norm(U, axis=1).max(initial=0.0)) for U in groups)
+    zero_tol = rtol * biggest
     if program == "relu":
         for sign, U in ((1.0, v), (-1.0, w)):
             for i, ui in enumerate(U):

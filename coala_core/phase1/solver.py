@@ -11,6 +11,7 @@ import logging
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from coala_core.phase1.cronos import NystromCGUStep
 from coala_core.phase1.data import PreparedRows
 from coala_core.phase1.gated import solve_gated
 from coala_core.phase1.linalg import StructuredUStep
-from coala_core.phase1.programs import critical_beta, evaluate, recover_network
+from coala_core.phase1.programs import critical_beta, evaluate, network_accuracy, recover_network, relu_critical_beta
 from coala_core.phase1.result import Phase1Result
 from coala_core.phase1.source import to_numpy
 
@@ -32,9 +33,11 @@ log = logging.getLogger("coala.phase1")
 LOG_EVERY = 200  # INFO line with the residuals every LOG_EVERY ADMM iterations (shown in Prefect's run log)
 
 
-def pairwise_accuracy(rows: PreparedRows, v: Any, w: Any) -> float:
-    """Accuracy of the convex model sum_i D_i X (v_i - w_i) on ``rows`` (pairwise when rows are paired)."""
-    return evaluate(rows, v, w, 0.0, "gated").accuracy
+def shipped_accuracy(rows: PreparedRows, v: Any, w: Any, program: str) -> float:
+    """Accuracy on ``rows`` (pairwise when paired) of the network recovered from (v, w): the head that is
+    shipped, not the convex model sum_i D_i X (v_i - w_i) (they differ where the cones do not hold)."""
+    theta1, theta2, idx = recover_network(to_numpy(v), to_numpy(w), program)
+    return network_accuracy(rows, theta1, theta2, idx, program)
 
 
 class Phase1Solver:
@@ -49,17 +52,25 @@ class Phase1Solver:
         self.progress_context: dict[str, Any] = {}
         t0 = time.perf_counter()
         n, P, d = rows.n, rows.P, rows.d
-        self.scale_n = float(n) if config.loss == "sum" else 1.0  # internal objective = 1/n-scaled
+        if config.objective == "pairwise" and config.solver == "cronos":
+            raise ConfigError("objective: 'pairwise' is solved by solver='admm' only (cronos mode is pointwise)")
+        self.scale_n = float(rows.n_loss) if config.loss == "sum" else 1.0  # internal objective = 1/n-scaled
         need_H = config.solver == "admm" or config.program == "gated"
         if need_H and (P * d) ** 2 * 8 > max(config.memory_budget_mb, 64.0) * 2**20 * 4:
             raise ConfigError(
                 f"n_patterns: the Gram H of size {P * d}x{P * d} (float64) exceeds 4x memory_budget_mb="
                 f"{config.memory_budget_mb}; lower n_patterns or raise memory_budget_mb")
         self.XtX, self.H, self.Fty = rows.grams(with_H=need_H)
-        self.beta_max = critical_beta(self.Fty, n) * self.scale_n  # in the config's loss convention
+        #: the gated program's critical beta max_i ||X'D_i y|| / n (config's loss convention)
+        self.beta_max = critical_beta(self.Fty, rows.n_loss) * self.scale_n
+        #: the largest beta with a nonzero solution (exact for the cone program on resident rows)
+        self.beta_crit, self.beta_crit_exact = self.beta_max, True
+        if config.program == "relu":
+            crit, self.beta_crit_exact = relu_critical_beta(rows, self.Fty)
+            self.beta_crit = crit * self.scale_n
         self.alpha = config.constraint_scale if config.constraint_scale is not None else 1.0 / np.sqrt(n)
         if config.solver == "admm":
-            self.ustep: Any = StructuredUStep(self.XtX, self.H, self.Fty, n, self.alpha, rows.xp,
+            self.ustep: Any = StructuredUStep(self.XtX, self.H, self.Fty, rows.n_loss, self.alpha, rows.xp,
                                               config.factor_max_dim, config.pcg_tol, config.pcg_max_iter)
         else:
             self.ustep = NystromCGUStep(rows, self.Fty, self.alpha, config.nystrom_rank, config.cg_max_iter,
@@ -96,14 +107,15 @@ class Phase1Solver:
         prob = ADMMProblem(rows, self.ustep, beta_int, self.alpha, eps_abs, eps_rel,
                            adaptive_rho=cfg.adaptive_rho and not cronos, rho_mu=cfg.rho_mu, rho_tau=cfg.rho_tau,
                            rho_adapt_until=cfg.rho_adapt_until, rho_adapt_every=cfg.rho_adapt_every,
-                           relaxation=1.0 if cronos else cfg.relaxation)
+                           relaxation=1.0 if cronos else cfg.relaxation, report="u" if cronos else "z")
         fp = fingerprint(rows.n, rows.d, rows.gates, beta, cfg.program)
         hist: dict[str, list[float]] = {}
         start_k = 0
         if state is None:
             state = init_state(rows, cfg.rho / self.scale_n)
-        else:
+        else:  # warm start: ergodic averages restart at each beta (they average this solve's iterates only)
             start_k = state.k
+            state = replace(state, z_sum=state.z_sum * 0.0, n_avg=0)
         ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
         if ckpt is not None and cfg.resume and ckpt.exists():
             state, hist = load_checkpoint(ckpt, fp, rows.y)
@@ -112,7 +124,8 @@ class Phase1Solver:
 
         def on_iteration(st: ADMMState, info: Any) -> None:
             if self.val_rows is not None and (st.k % cfg.eval_every == 0):
-                hist.setdefault("val_accuracy", []).append(pairwise_accuracy(self.val_rows, st.z[0], st.z[1]))
+                it = st.u if cronos else st.z
+                hist.setdefault("val_accuracy", []).append(shipped_accuracy(self.val_rows, it[0], it[1], "relu"))
             elif self.val_rows is not None:
                 hist.setdefault("val_accuracy", []).append(float("nan"))
             if ckpt is not None and every and st.k % every == 0:
@@ -126,14 +139,17 @@ class Phase1Solver:
                                "max_iter": max_iter, "objective": info.objective, "r_primal": info.r_primal,
                                "r_dual": info.r_dual, "cone_violation": info.cone_violation})
 
+        anderson = cfg.anderson_memory if (not cronos and cfg.iterate == "last") else 0
         state, _, converged, hist = run_admm(prob, state, start_k + max_iter, fixed_iters=cronos, history=hist,
-                                             on_iteration=on_iteration)
+                                             on_iteration=on_iteration, anderson=anderson)
         if ckpt is not None and every:
             save_checkpoint(ckpt, state, hist, fp)
         if not converged and not cronos:
             warnings.warn(f"Phase I ADMM did not reach tol={tol} in {max_iter} iterations (beta={beta:g})",
                           RuntimeWarning, stacklevel=3)
-        z = state.z_sum / max(state.n_avg, 1) if cfg.iterate == "ergodic" else state.z
+        # cronos mode returns u (as the authors' code does); its cone violation is reported with its objective
+        last = state.u if cronos else state.z
+        z = state.z_sum / max(state.n_avg, 1) if cfg.iterate == "ergodic" else last
         return to_numpy(z[0]), to_numpy(z[1]), converged, hist, state, state.k - start_k
 
     def _result(self, beta: float, beta_int: float, v: np.ndarray, w: np.ndarray, converged: bool,
@@ -144,12 +160,16 @@ class Phase1Solver:
         std = rows.standardizer
         mean = std.mean if std.mean is not None else np.zeros(rows.d_raw)
         scale = std.scale if std.scale is not None else np.ones(rows.d_raw)
-        val_acc = pairwise_accuracy(self.val_rows, v, w) if self.val_rows is not None else float("nan")
+        # accuracies of the shipped (recovered) network; the convex model's training accuracy is kept in history
+        hist["convex_train_accuracy"] = [ev.accuracy]
+        train_acc = network_accuracy(rows, theta1, theta2, idx, cfg.program)
+        val_acc = (network_accuracy(self.val_rows, theta1, theta2, idx, cfg.program) if self.val_rows is not None
+                   else float("nan"))
         return Phase1Result(
             objective=ev.objective, objective_unscaled=ev.objective_unscaled, v=v, w=w, gates=rows.gates.copy(),
             theta1=theta1, theta2=theta2, neuron_pattern=idx, mean=mean, scale=scale, program=cfg.program,
             beta=beta, converged=converged, iterations=iters, cone_violation=ev.cone_violation,
-            train_accuracy=ev.accuracy, val_accuracy=val_acc,
+            train_accuracy=train_acc, val_accuracy=val_acc,
             pattern_shares=np.asarray(rows.pattern_report.shares, dtype=np.float64), history=hist,
             seconds=seconds, config=cfg.to_dict(),
         )

@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from phase1_helpers import tiny
+from phase1_helpers import cvxpy_solution, standardized, tiny
 
 from coala_core.errors import ConfigError, DataError, DimensionMismatchError, NonFiniteError, ProvenanceMismatchError
 from coala_core.phase1 import Phase1Config, fit_phase1
@@ -17,6 +17,7 @@ from coala_core.phase1.fit import make_config, prepare
 def test_beta_above_critical_gives_zero(program: str) -> None:
     X, y = tiny(12, n=30)
     solver = prepare(X, y, make_config(None, dict(n_patterns=3, program=program, drop_degenerate=False)))
+    assert solver.beta_crit <= solver.beta_max * (1 + 1e-12) and solver.beta_crit_exact
     res, _ = solver.solve(1.01 * solver.beta_max, tol=1e-8)
     assert res.n_active == 0
     assert np.abs(res.v).max() == 0 and np.abs(res.w).max() == 0
@@ -25,13 +26,33 @@ def test_beta_above_critical_gives_zero(program: str) -> None:
     assert below.n_active > 0 and below.objective < res.objective
 
 
-def test_cronos_mode_runs_and_improves() -> None:
-    X, y = tiny(13, n=40)
-    res = fit_phase1(X, y, preset="paper", n_patterns=3, beta=1e-3, rho=1e-2)
-    assert res.config["solver"] == "cronos" and res.iterations == 6
-    zero_objective = 0.5 * np.mean(y**2)
-    assert res.objective < zero_objective
-    assert res.history["objective"][-1] < res.history["objective"][0]
+def test_relu_critical_beta_is_where_the_oracle_leaves_zero() -> None:
+    """The cone program's critical beta (NNLS per neuron group) is below the gated bound, and CVXPY finds the
+    zero network just above it and a nonzero one just below it."""
+    X, y = tiny(12, n=30)
+    solver = prepare(X, y, make_config(None, dict(n_patterns=3, drop_degenerate=False, compute_dtype="float64")))
+    crit = solver.beta_crit
+    assert 0 < crit < 0.9 * solver.beta_max
+    Xs = standardized(X, fit_phase1(X, y, n_patterns=3, drop_degenerate=False, max_iter=1))
+    above = cvxpy_solution(Xs, y, solver.rows.gates, 1.01 * crit)
+    below = cvxpy_solution(Xs, y, solver.rows.gates, 0.99 * crit)
+    assert max(np.linalg.norm(a, axis=1).max() for a in above) < 1e-5
+    assert max(np.linalg.norm(a, axis=1).max() for a in below) > 1e-3
+
+
+def test_cronos_mode_at_the_paper_settings_returns_u() -> None:
+    """The paper preset (rho = 1e-4, 6 iterations, last iterate) as the authors run it: the returned iterate is
+    u, a non-trivial network on separable-ish data, reported with its cone violation."""
+    rng = np.random.default_rng(13)
+    X = rng.standard_normal((200, 8))
+    y = np.where(X @ rng.standard_normal(8) > 0, 1.0, -1.0)
+    res = fit_phase1(X, y, preset="paper")
+    assert res.config["solver"] == "cronos" and res.config["rho"] == 1e-4 and res.iterations == 6
+    assert res.n_active > 0 and res.train_accuracy >= 0.85
+    assert res.objective_unscaled < 0.5 * np.sum(y**2)  # below the zero network's
+    assert res.cone_violation > 0 and res.summary()["cone_violation"] == res.cone_violation
+    assert res.history["objective"][-1] == pytest.approx(res.objective, rel=1e-6)  # history reports u too
+    assert res.history["cone_violation"][-1] == pytest.approx(res.cone_violation, rel=1e-5)
 
 
 def test_paper_preset_defaults_and_overrides() -> None:
