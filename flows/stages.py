@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect import flow
 
 from flows.config import PipelineConfig
+from flows.scale import extract_on_dask
 from tasks.data import build_dataset_task
 from tasks.evaluation import evaluate_task
 from tasks.features import extract_features_task
@@ -25,7 +26,10 @@ def build_dataset(config: PipelineConfig, tracking: TrackingContext) -> DatasetR
 
 @flow(name="extract-features", log_prints=True)
 def extract_features(dataset: DatasetRef, config: PipelineConfig, tracking: TrackingContext) -> FeaturesRef:
-    """Pairs -> one feature store per split (frozen LM, pooled hidden states)."""
+    """Pairs -> one feature store per split (frozen LM, pooled hidden states); with ``run.task_runner: dask``
+    the shards are extracted on the Dask workers first, and the stage task verifies and records the stores."""
+    if config.run.task_runner == "dask":
+        extract_on_dask(dataset, config)
     return run_stage(extract_features_task, stage="features", workdir=config.workdir, tracking=tracking,
                      timeout_s=config.run.task_timeout_s, dataset=dataset, config=config.features)
 
@@ -47,4 +51,4 @@ def evaluate(head: HeadRef, features: FeaturesRef, dataset: DatasetRef, config: 
     ev = config.evaluation
     return run_stage(evaluate_task, stage="reports", workdir=config.workdir, tracking=tracking,
                      timeout_s=config.run.task_timeout_s, head=head, features=features, dataset=dataset,
-                     splits=list(ev.splits), n_boot=ev.n_boot, seed=ev.seed)
+                     splits=list(ev.splits), n_boot=ev.n_boot, seed=ev.seed, cv_folds=ev.cv_folds)
