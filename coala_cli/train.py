@@ -101,6 +101,7 @@ def train(
         Phase1Config, "memory_budget_mb", help="Phase I keeps its rows in (device) memory up to this size, else streams them"),
     first_layer: str | None = config_option(TrainConfig, "first_layer"),
     seed: int | None = typer.Option(None),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar (none either when stderr is not a terminal)"),
 ) -> None:
     """Run Phase I (beta path selected on validation) then Phase II, and write the head."""
     spec = _spec(config, {
@@ -113,7 +114,10 @@ def train(
     labels = _labels(store, pairs)
     train_rows = SubsetPairs(store, np.flatnonzero(labels["split"] == "train"), "train")
     val_rows = SubsetPairs(store, np.flatnonzero(labels["split"] == "validation"), "validation")
-    trained = fit_head(train_rows, val_rows, spec)
+    from coala_cli.progress import beta_path_progress
+
+    with beta_path_progress(quiet=quiet) as progress:  # a bar over the beta path on a terminal
+        trained = fit_head(train_rows, val_rows, spec, progress=progress)
     save_head(output, trained.head, provenance=store.provenance, **trained.record.head_json())
     rec = trained.record
     from coala_core.evaluation.degenerate import training_warnings
