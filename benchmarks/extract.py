@@ -10,6 +10,16 @@ On EduFeedback-MathDial pairs (APS over the bundled MathDial test file):
    Model loading is outside both timings. The bare loop runs before and after the pipeline; its mean is used.
 
 Run: .venv/bin/python benchmarks/extract.py [--rows 64] [--max-tokens 512] [--batch-size 16] [--model default]
+
+``--prefix-sharing`` instead compares extraction before and after the shared prompt pass (issue 11 item 8):
+(a) over ALL pairs (tokenisation only), computed token positions per pair (padding included, bucketed
+batches of ``--batch-size`` texts) when every text runs whole (before: ``share_prefix`` off, per-text cut)
+and when each pair's prompt runs once and both responses run on its KV cache (after); (b) on ``--rows`` pairs,
+the wall time of ``extract_features`` into a store in both modes, and the features of the shared pass against
+the same token sequences run whole (relative difference; response_mean pooling, last layer, float32), and
+against the before-mode store on the pairs whose token sequences are identical in both modes.
+
+Run: .venv/bin/python benchmarks/extract.py --prefix-sharing --rows 32 --max-tokens 512 --dtype float32
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from coala_core.data.config import EduFeedbackConfig
@@ -70,6 +81,97 @@ def bare_loop(ex: FeatureExtractor, seqs: list[list[int]], batch_size: int) -> t
     return sum(len(s) for s in seqs), time.perf_counter() - t0
 
 
+def group_computed_tokens(groups: list, batch_size: int) -> int:
+    """Token positions the shared pass computes: per batch, prefixes padded once, response parts padded once."""
+    cost = [len(g.prefix) + max(len(p) for p in g.parts) for g in groups]
+    order = batch_order(cost, True)
+    step = max(1, batch_size // 2)
+    total = 0
+    for i in range(0, len(order), step):
+        batch = [groups[j] for j in order[i : i + step]]
+        total += len(batch) * max(len(g.prefix) for g in batch)
+        parts = [p for g in batch for p in g.parts]
+        total += len(parts) * max(len(p) for p in parts)
+    return total
+
+
+def prefix_sharing(args: argparse.Namespace) -> dict:
+    """Issue 11 item 8: computed tokens per pair and wall time, full texts vs the shared prompt pass."""
+    from coala_core.features.batching import GroupRunner
+
+    after_cfg = ExtractionConfig.build(model=args.model, max_tokens=args.max_tokens, batch_size=args.batch_size,
+                                       pooling="response_mean", dtype=args.dtype, share_prefix=True)
+    before_cfg = after_cfg.replace(share_prefix=False)
+    df, _ = build_edufeedback(args.data, EduFeedbackConfig.build())
+    with tempfile.TemporaryDirectory() as tmp:
+        all_path = Path(tmp) / "all.parquet"
+        write_pairs(df, all_path)
+        table = read_pairs(all_path)
+        t0 = time.perf_counter()
+        after = FeatureExtractor(load_model(after_cfg), after_cfg)
+        load_s = time.perf_counter() - t0
+        before = FeatureExtractor(after.loaded, before_cfg)
+        n = table.num_rows
+        tok_before = tok_after = 0
+        cut_before = cut_after = 0
+        for start in range(0, n, after_cfg.chunk_rows):
+            chunk = table.slice(start, after_cfg.chunk_rows)
+            prompts, responses = texts_of(chunk)
+            enc = before.encoder.encode(prompts, responses)
+            tok_before += computed_tokens([len(e.ids) for e in enc], args.batch_size, True)
+            cut_before += sum(e.prompt_truncated for e in enc)
+            groups = after.encoder.encode_pairs(prompts[: chunk.num_rows], responses[: chunk.num_rows], responses[chunk.num_rows :])
+            tok_after += group_computed_tokens(groups, args.batch_size)
+            cut_after += 2 * sum(g.prompt_truncated for g in groups)
+        result: dict = {
+            "machine": f"{platform.machine()} {torch.get_num_threads()} threads, {after.loaded.device}, torch {torch.__version__}",
+            "model": after.loaded.model_id, "dtype": after.loaded.dtype_name, "max_tokens": args.max_tokens,
+            "batch_size_texts": args.batch_size, "pairs_total": n,
+            "computed_tokens_per_pair_before": tok_before / n, "computed_tokens_per_pair_after": tok_after / n,
+            "computed_tokens_ratio": tok_before / tok_after,
+            "texts_with_prompt_cut_before": cut_before, "texts_with_prompt_cut_after": cut_after,
+            "model_load_s": load_s,
+        }
+        if args.rows:
+            sub = table.slice(0, args.rows)
+            digest = read_digest(all_path) or ""
+            wall, stores = {}, {}
+            for name, ex in (("before", before), ("after", after)):
+                store = FeatureStore.create(str(Path(tmp) / f"{name}.zarr"), n_rows=sub.num_rows, dim=ex.dim,
+                                            chunk_rows=ex.config.chunk_rows, provenance=ex.provenance(digest))
+                t0 = time.perf_counter()
+                st = extract_features(sub, store, ex.config, extractor=ex, show_progress=False)
+                wall[name] = (time.perf_counter() - t0, st.computed_tokens, st.tokens)
+                stores[name] = store.read_all()
+            prompts, responses = texts_of(sub)
+            m = sub.num_rows
+            groups = after.encoder.encode_pairs(prompts[:m], responses[:m], responses[m:])
+            t0 = time.perf_counter()
+            ref = after.run_groups(groups, GroupRunner(after.engine.run, args.batch_size), reuse_prefix=False)
+            ref_s = time.perf_counter() - t0
+            ref_rows = ref.pooled[("response_mean", -1)].numpy()
+            got = np.empty_like(ref_rows)
+            got[0::2], got[1::2] = stores["after"]
+            rel = np.linalg.norm(got - ref_rows, axis=1) / np.linalg.norm(ref_rows, axis=1)
+            b_rows = np.empty_like(ref_rows)
+            b_rows[0::2], b_rows[1::2] = stores["before"]
+            rel_b = (np.linalg.norm(got - b_rows, axis=1) / np.linalg.norm(b_rows, axis=1))
+            identical = [2 * i + k for i, g in enumerate(groups) for k in range(2)
+                         if g.prefix + g.parts[k] == before.encoder.encode([prompts[i]], [responses[i + k * m]])[0].ids]
+            result.update({
+                "timing_pairs": m,
+                "wall_s_before": wall["before"][0], "wall_s_after": wall["after"][0],
+                "wall_ratio": wall["before"][0] / wall["after"][0],
+                "subset_computed_tokens_per_pair_before": wall["before"][1] / m,
+                "subset_computed_tokens_per_pair_after": wall["after"][1] / m,
+                "reference_full_pass_s": ref_s,
+                "max_rel_diff_shared_vs_full_same_tokens": float(rel.max()),
+                "texts_with_identical_tokens_in_both_modes": len(identical),
+                "max_rel_diff_after_vs_before_on_identical_texts": float(rel_b[identical].max()) if identical else None,
+            })
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(ROOT / "data" / "mathdial" / "test.jsonl"))
@@ -78,7 +180,15 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--prefix-sharing", action="store_true", help="before/after the shared prompt pass (see the docstring)")
+    ap.add_argument("--dtype", default="auto")
     args = ap.parse_args()
+    if args.prefix_sharing:
+        result = prefix_sharing(args)
+        print(json.dumps(result, indent=2))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        return
 
     cfg = ExtractionConfig.build(model=args.model, max_tokens=args.max_tokens, batch_size=args.batch_size)
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,7 +225,7 @@ def main() -> None:
         store = FeatureStore.create(
             str(Path(tmp) / "store.zarr"),
             n_rows=table_sub.num_rows,
-            dim=ex.loaded.hidden_size,
+            dim=ex.dim,
             chunk_rows=cfg.chunk_rows,
             provenance=ex.provenance(read_digest(sub_path) or ""),
         )

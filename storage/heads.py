@@ -125,13 +125,12 @@ def read_head_meta(path: str | Path) -> dict[str, Any]:
 
 
 def check_provenance(head_provenance: Mapping[str, Any], features_provenance: Mapping[str, Any], where: str) -> None:
-    """Raise ProvenanceMismatchError when the features were made differently from the head's training features
-    (every recorded key except the dataset's own: model, revision, layer, pooling, max tokens, dtype, ...)."""
-    diffs = [
-        f"{k}: head trained on {head_provenance[k]!r}, features have {features_provenance.get(k)!r}"
-        for k in sorted(head_provenance)
-        if k not in DATASET_KEYS and _jsonable(features_provenance.get(k)) != _jsonable(head_provenance[k])
-    ]
+    """Raise ProvenanceMismatchError when the features were made differently from the head's training features:
+    only what defines the features is compared (model, revision, layers, pooling, max tokens, dtype, template,
+    likelihood columns; :mod:`coala_core.feature_identity`), never the dataset or the storage layout."""
+    from coala_core.feature_identity import identity_mismatches
+
+    diffs = identity_mismatches(head_provenance, features_provenance)
     if diffs:
         raise ProvenanceMismatchError(f"{where}: features do not match the head:\n  " + "\n  ".join(diffs))
 

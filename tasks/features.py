@@ -53,7 +53,7 @@ def extract_features_task(dataset: DatasetRef, config: ExtractionConfig, *, work
         if rows.num_rows == 0:
             continue
         uri = Path(output) / f"{split}.zarr"
-        store = FeatureStore.open_or_create(uri, n_rows=rows.num_rows, dim=extractor.loaded.hidden_size,
+        store = FeatureStore.open_or_create(uri, n_rows=rows.num_rows, dim=extractor.dim,
                                             dtype=config.store_dtype, chunk_rows=config.chunk_rows,
                                             provenance={**provenance, "split": split})
 
@@ -78,11 +78,11 @@ def extract_features_task(dataset: DatasetRef, config: ExtractionConfig, *, work
     progress.done()
     metrics = {"tokens": float(tokens), "computed_tokens": float(computed), "truncations": float(truncations),
                "padding_efficiency": tokens / computed if computed else 1.0, "model_params": float(n_params),
-               "dim": float(extractor.loaded.hidden_size)}
+               "dim": float(extractor.dim)}
     stage.set_tags({"coala.model_id": provenance.get("model_id", ""), "coala.dataset_digest": dataset.digest})
     artifacts.table("feature-stores", [{"split": r.split, "rows": r.n_rows, "dim": r.dim, "uri": r.uri,
                                         "digest": r.digest[:16]} for r in stores.values()],
-                    f"Feature stores of {provenance.get('model_id')} ({config.pooling} pooling, layer {config.layer})")
+                    f"Feature stores of {provenance.get('model_id')} ({config.pooling} pooling, layers {list(config.layers)})")
     return FeaturesRef(stores=stores, metrics=metrics)
 
 

@@ -71,3 +71,40 @@ class BackoffRunner:
             self.computed_tokens += len(batch) * max(len(s) for s in batch)
             i += len(batch)
         return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+@dataclass
+class GroupRunner:
+    """Runs ``forward`` over groups of texts, about ``batch_size`` texts at a time, halving on out-of-memory.
+
+    ``forward`` maps a list of groups to a result with ``tokens`` and ``computed_tokens`` attributes; the
+    results of the batches are returned in order. The reduced batch size persists across calls.
+    """
+
+    forward: Callable[[list], object]
+    batch_size: int
+    oom_backoffs: int = 0
+    useful_tokens: int = 0
+    computed_tokens: int = 0
+
+    def run(self, groups: list, texts_per_group: int) -> list:
+        outputs: list = []
+        i = 0
+        while i < len(groups):
+            step = max(1, self.batch_size // max(1, texts_per_group))
+            batch = groups[i : i + step]
+            try:
+                out = self.forward(batch)
+            except (torch.OutOfMemoryError, RuntimeError) as err:
+                if not is_oom(err) or step == 1:
+                    raise
+                self.batch_size = max(1, self.batch_size // 2)
+                self.oom_backoffs += 1
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            outputs.append(out)
+            self.useful_tokens += int(out.tokens)  # type: ignore[attr-defined]
+            self.computed_tokens += int(out.computed_tokens)  # type: ignore[attr-defined]
+            i += len(batch)
+        return outputs

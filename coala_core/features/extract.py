@@ -1,9 +1,10 @@
 """Extraction: pending row chunks of a feature store -> texts -> frozen LM -> pooled vectors -> store.
 
 For every pair i the store receives f(prompt_i + chosen_i) in ``chosen[i]`` and f(prompt_i + rejected_i) in
-``rejected[i]``, each a d-vector (d = hidden_size). Work is done one row chunk at a time: the chunk's 2 *
-rows texts are encoded, bucketed by length, run through the model, pooled, and written as one whole chunk
-that is committed last. Killing the process loses at most the chunk in flight; a rerun extracts only
+``rejected[i]``, each a row of ``dim`` columns (``hidden_size`` per layer, plus the likelihood columns; see
+:mod:`coala_core.features.config`). Work is done one row chunk at a time: the chunk's pairs are encoded (one
+prompt cut per pair), bucketed by length, run through the model (each prompt once when ``share_prefix``),
+pooled, and written as one whole chunk that is committed last. Killing the process loses at most the chunk in flight; a rerun extracts only
 uncommitted chunks. Shards ``(i, n)`` take disjoint contiguous chunk ranges of the same store.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +21,13 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
-from coala_core.errors import ConfigError, DimensionMismatchError, ProvenanceMismatchError
-from coala_core.features.batching import BackoffRunner, batch_order
-from coala_core.features.config import ExtractionConfig, extraction_provenance
+from coala_core.errors import ConfigError, DataError, DimensionMismatchError, ProvenanceMismatchError
+from coala_core.features.batching import GroupRunner, batch_order
+from coala_core.features.config import ExtractionConfig, extraction_provenance, feature_dim
+from coala_core.features.forward import GroupForward, GroupOutput, assemble
 from coala_core.features.model import LoadedModel, load_model
-from coala_core.features.pooling import attention_vector, pool, vector_sha256
-from coala_core.features.text import TextEncoder
+from coala_core.features.pooling import attention_vector, vector_sha256
+from coala_core.features.text import EncodedGroup, TextEncoder
 
 log = logging.getLogger("coala.features")
 
@@ -82,7 +84,12 @@ ProgressCallback = Callable[[ProgressEvent], None]
 
 
 class FeatureExtractor:
-    """A loaded model plus encoder and pooling: maps (prompts, responses) to pooled (n, d) float32 arrays."""
+    """A loaded model plus encoder and pooling: maps (prompt, response) texts to store rows (n, dim) float32.
+
+    ``dim`` is ``hidden_size`` per layer of ``config.layers`` plus the likelihood columns (see
+    :mod:`coala_core.features.config`). Pairs go through :meth:`pair_features` (one prompt cut and, with
+    ``share_prefix``, one prefix pass per pair); single texts (scoring) through :meth:`features`.
+    """
 
     def __init__(self, loaded: LoadedModel, config: ExtractionConfig) -> None:
         self.loaded = loaded
@@ -92,7 +99,20 @@ class FeatureExtractor:
         self.pad_id = int(tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0))
         self.a_np = attention_vector(loaded.hidden_size, config.attention_seed) if config.pooling == "attention" else None
         self.a = torch.from_numpy(self.a_np).to(loaded.device) if self.a_np is not None else None
-        self.last_layer = config.layer in (-1, loaded.num_layers)
+        self.dim = feature_dim(loaded.hidden_size, len(config.layers), config.logprob_features)
+        self.engine = self.make_engine([config.pooling], config.layers, config.logprob_features)
+
+    def make_engine(self, poolings: Sequence[str], layers: Sequence[int], logprob: bool) -> GroupForward:
+        """A forward engine on this model and encoder for any poolings / layers (several variants in one pass)."""
+        L = self.loaded.num_layers
+        bad = [k for k in layers if not -L - 1 <= k <= L]
+        if bad:
+            raise ConfigError(f"ExtractionConfig.layers: expected indices into {L + 1} hidden states, got {bad}")
+        a = self.a
+        if "attention" in poolings and a is None:
+            a = torch.from_numpy(attention_vector(self.loaded.hidden_size, self.config.attention_seed)).to(self.loaded.device)
+        return GroupForward(self.loaded, list(layers), list(poolings), logprob, a, self.pad_id,
+                            self.encoder.null_prefix() if logprob else None)
 
     def provenance(self, dataset_digest: str) -> dict[str, Any]:
         return extraction_provenance(
@@ -105,33 +125,63 @@ class FeatureExtractor:
             attention_vector_sha256=vector_sha256(self.a_np) if self.a_np is not None else None,
         )
 
-    def forward(self, seqs: list[list[int]]) -> torch.Tensor:
-        """Pooled features (len(seqs), d) float32 of right-padded token sequences."""
-        B, T = len(seqs), max(len(s) for s in seqs)
-        ids = torch.full((B, T), self.pad_id, dtype=torch.long)
-        M = torch.zeros((B, T), dtype=torch.long)
-        for b, s in enumerate(seqs):
-            ids[b, : len(s)] = torch.tensor(s, dtype=torch.long)
-            M[b, : len(s)] = 1
-        ids, M = ids.to(self.loaded.device), M.to(self.loaded.device)
-        with torch.inference_mode():
-            if self.last_layer:
-                H = self.loaded.backbone(input_ids=ids, attention_mask=M, use_cache=False).last_hidden_state
-            else:
-                out = self.loaded.backbone(input_ids=ids, attention_mask=M, use_cache=False, output_hidden_states=True)
-                H = out.hidden_states[self.config.layer]
-            return pool(H, M, self.config.pooling, self.a).cpu()
+    def run_groups(self, groups: list[EncodedGroup], runner: GroupRunner, engine: GroupForward | None = None,
+                   reuse_prefix: bool | None = None) -> GroupOutput:
+        """One :class:`GroupOutput` for all texts of ``groups`` in group order, batched by length (longest first
+        when bucketing). ``reuse_prefix`` defaults to the config's ``share_prefix``."""
+        engine = engine or self.engine
+        reuse = self.config.share_prefix if reuse_prefix is None else reuse_prefix
+        if not groups:
+            raise DataError("nothing to extract: no texts")
+        cost = [len(g.prefix) + max(len(p) for p in g.parts) for g in groups]
+        order = batch_order(cost, self.config.bucketing)
+        per_group = max(len(g.parts) for g in groups)
+        runner.forward = lambda batch: engine.run(batch, reuse_prefix=reuse)
+        outs = runner.run([groups[j] for j in order], per_group)
+        # texts in batch order -> texts in group order
+        starts = np.cumsum([0] + [len(g.parts) for g in groups])
+        text_order = np.concatenate([np.arange(starts[j], starts[j + 1]) for j in order])
+        inverse = np.empty_like(text_order)
+        inverse[text_order] = np.arange(len(text_order))
+        idx = torch.from_numpy(inverse)
+        pooled = {k: torch.cat([o.pooled[k] for o in outs])[idx] for k in outs[0].pooled}
+        merged = GroupOutput(pooled, tokens=sum(o.tokens for o in outs), computed_tokens=sum(o.computed_tokens for o in outs))
+        if outs[0].loglik is not None:
+            merged.loglik = torch.cat([o.loglik for o in outs])[idx]  # type: ignore[misc]
+            merged.pmi = torch.cat([o.pmi for o in outs])[idx]  # type: ignore[misc]
+        return merged
 
-    def run(self, seqs: list[list[int]], runner: BackoffRunner) -> np.ndarray:
-        """Features of ``seqs`` in input order, batched by length (longest first) when bucketing is on."""
-        order = batch_order([len(s) for s in seqs], self.config.bucketing)
-        pooled = runner.run([seqs[j] for j in order]).numpy()
-        out = np.empty_like(pooled)
-        out[order] = pooled
-        return out
+    def pair_features(self, prompts: Sequence[Any], chosen: Sequence[str], rejected: Sequence[str],
+                      runner: GroupRunner | None = None) -> tuple[np.ndarray, np.ndarray, list[EncodedGroup]]:
+        """Store rows of the chosen and of the rejected texts (each (n, dim)) and the encoded groups.
+
+        With ``share_prefix`` a pair is one group (one prompt cut, one prefix pass); without, each text is its
+        own group (its own cut, one full pass each)."""
+        runner = runner or GroupRunner(self.engine.run, self.config.batch_size)
+        msgs = [_messages(p) for p in prompts]
+        n = len(msgs)
+        if self.config.share_prefix:
+            groups = self.encoder.encode_pairs(msgs, chosen, rejected)
+            out = self.run_groups(groups, runner)
+            rows = assemble(out, self.config.pooling, self.config.layers, self.config.logprob_features)
+            return rows[0::2], rows[1::2], groups
+        groups = self.encoder.encode_groups(msgs + msgs, [[r] for r in list(chosen) + list(rejected)])
+        out = self.run_groups(groups, runner)
+        rows = assemble(out, self.config.pooling, self.config.layers, self.config.logprob_features)
+        return rows[:n], rows[n:], groups
+
+    def features(self, prompts: Sequence[Any], responses: Sequence[str], runner: GroupRunner | None = None) -> np.ndarray:
+        """Store rows (n, dim) of single texts, each cut and run on its own (scoring new text)."""
+        runner = runner or GroupRunner(self.engine.run, self.config.batch_size)
+        groups = self.encoder.encode_groups([_messages(p) for p in prompts], [[r] for r in responses])
+        out = self.run_groups(groups, runner)
+        return assemble(out, self.config.pooling, self.config.layers, self.config.logprob_features)
 
 
 def _messages(prompt_cell: Any) -> list[dict[str, str]]:
+    """A prompt cell (message list, plain text or None) as a message list; plain text is one user turn."""
+    if isinstance(prompt_cell, str):
+        return [{"role": "user", "content": prompt_cell}] if prompt_cell else []
     return [{"role": m["role"], "content": m["content"]} for m in (prompt_cell or [])]
 
 
@@ -154,8 +204,12 @@ def extract_features(
     extractor = extractor or FeatureExtractor(load_model(config), config)
     if pairs.num_rows != store.n_rows:
         raise DimensionMismatchError(f"pairs table has {pairs.num_rows} rows, feature store {store.uri} has {store.n_rows}")
-    if store.dim != extractor.loaded.hidden_size:
-        raise DimensionMismatchError(f"store {store.uri} has dim {store.dim}, model hidden size is {extractor.loaded.hidden_size}")
+    if store.dim != extractor.dim:
+        raise DimensionMismatchError(
+            f"store {store.uri} has dim {store.dim}, this extraction writes {extractor.dim} columns "
+            f"({len(config.layers)} layer(s) of {extractor.loaded.hidden_size}"
+            f"{' + 2 likelihood columns' if config.logprob_features else ''})"
+        )
     if store.provenance.get("model_id") not in (None, extractor.loaded.model_id):
         raise ProvenanceMismatchError(
             f"store {store.uri} holds features of {store.provenance.get('model_id')!r}, not {extractor.loaded.model_id!r}"
@@ -169,7 +223,7 @@ def extract_features(
         else range(store.n_chunks * shard[0] // shard[1], store.n_chunks * (shard[0] + 1) // shard[1])
     )
     stats = ExtractionStats(skipped_chunks=len(lo_hi) - len(pending), batch_size=config.batch_size)
-    runner = BackoffRunner(extractor.forward, config.batch_size)
+    runner = GroupRunner(extractor.engine.run, config.batch_size)
     rows_total = sum(store.chunk_bounds(c)[1] - store.chunk_bounds(c)[0] for c in pending)
     cols = {name: pairs.column(name) for name in ("pair_id", "prompt", "chosen", "rejected")}
     t0 = time.perf_counter()
@@ -177,17 +231,16 @@ def extract_features(
     try:
         for c in pending:
             start, stop = store.chunk_bounds(c)
-            prompts = [_messages(p) for p in cols["prompt"][start:stop].to_pylist()]
+            prompts = cols["prompt"][start:stop].to_pylist()
             chosen = cols["chosen"][start:stop].to_pylist()
             rejected = cols["rejected"][start:stop].to_pylist()
-            encoded = extractor.encoder.encode(prompts + prompts, chosen + rejected)
-            feats = extractor.run([e.ids for e in encoded], runner)
+            f_c, f_r, groups = extractor.pair_features(prompts, chosen, rejected, runner)
             n = stop - start
-            store.write_chunk(c, feats[:n], feats[n:], cols["pair_id"][start:stop].to_pylist())
+            store.write_chunk(c, f_c, f_r, cols["pair_id"][start:stop].to_pylist())
             stats.rows += n
             stats.texts += 2 * n
-            stats.truncations += sum(e.prompt_truncated or e.response_truncated for e in encoded)
-            stats.response_truncations += sum(e.response_truncated for e in encoded)
+            stats.truncations += sum(g.prompt_truncated or t for g in groups for t in g.response_truncated)
+            stats.response_truncations += sum(t for g in groups for t in g.response_truncated)
             stats.chunks += 1
             stats.tokens, stats.computed_tokens = runner.useful_tokens, runner.computed_tokens
             stats.oom_backoffs, stats.batch_size = runner.oom_backoffs, runner.batch_size

@@ -188,8 +188,9 @@ def load_model(config: ExtractionConfig) -> LoadedModel:
     if backbone is None:
         raise ModelLoadError(f"{config.model!r}: {type(model).__name__} exposes no decoder (get_decoder)")
     num_layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
-    if not (-num_layers - 1 <= config.layer <= num_layers):
-        raise ConfigError(f"ExtractionConfig.layer: expected an index into {num_layers + 1} hidden states, got {config.layer}")
+    bad = [k for k in config.layers if not -num_layers - 1 <= k <= num_layers]
+    if bad:
+        raise ConfigError(f"ExtractionConfig.layers: expected indices into {num_layers + 1} hidden states, got {bad}")
     return LoadedModel(
         model=model,
         backbone=backbone,

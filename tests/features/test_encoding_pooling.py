@@ -9,7 +9,7 @@ from tiny_lm import make_pairs
 
 from coala_core.errors import ConfigError
 from coala_core.features import ExtractionConfig, FeatureExtractor, TextEncoder, feature_store_key, load_model, pool
-from coala_core.features.batching import BackoffRunner, batch_order, computed_tokens
+from coala_core.features.batching import BackoffRunner, GroupRunner, batch_order, computed_tokens
 
 
 @pytest.fixture(scope="module")
@@ -17,23 +17,19 @@ def loaded(tiny_model_dir):
     return load_model(ExtractionConfig.build(model=str(tiny_model_dir)))
 
 
-def _encoded(extractor: FeatureExtractor, n: int = 9) -> list[list[int]]:
-    t = make_pairs(n, seed=3)
-    enc = extractor.encoder.encode(t.column("prompt").to_pylist(), t.column("chosen").to_pylist())
-    return [e.ids for e in enc]
-
-
-@pytest.mark.parametrize("pooling", ["mean", "last", "attention"])
-@pytest.mark.parametrize("layer", [-1, 1])
-def test_padded_batch_equals_text_alone(loaded, pooling, layer):
-    cfg = ExtractionConfig.build(model="x", pooling=pooling, layer=layer, max_tokens=64)
+@pytest.mark.parametrize("pooling", ["mean", "last", "attention", "response_mean", "response_last"])
+@pytest.mark.parametrize("layers", [(-1,), (1,), (1, -1)])
+def test_padded_batch_equals_text_alone(loaded, pooling, layers):
+    cfg = ExtractionConfig.build(model="x", pooling=pooling, layers=layers, max_tokens=64, logprob_features=True)
     ex = FeatureExtractor(loaded, cfg)
-    seqs = _encoded(ex)
-    lengths = {len(s) for s in seqs}
+    t = make_pairs(9, seed=3)
+    prompts, responses = t.column("prompt").to_pylist(), t.column("chosen").to_pylist()
+    lengths = {len(e.ids) for e in ex.encoder.encode(prompts, responses)}
     assert len(lengths) > 3, "the test needs texts of different lengths so the batch is padded"
-    batched = ex.forward(seqs).numpy()
-    alone = np.stack([ex.forward([s]).numpy()[0] for s in seqs])
-    assert batched.dtype == np.float32 and batched.shape == (len(seqs), loaded.hidden_size)
+    batched = ex.features(prompts, responses, GroupRunner(ex.engine.run, 16))
+    alone = np.concatenate([ex.features([p], [r], GroupRunner(ex.engine.run, 1)) for p, r in zip(prompts, responses, strict=True)])
+    assert batched.dtype == np.float32 and batched.shape == (len(responses), ex.dim)
+    assert ex.dim == loaded.hidden_size * len(layers) + 2
     np.testing.assert_allclose(batched, alone, atol=1e-5, rtol=1e-5)
 
 
@@ -141,6 +137,10 @@ def test_config_presets_keys_and_dtype_rules():
         feature_store_key("d1", "m", "r1", base.replace(pooling="last"), "float32"),
         feature_store_key("d1", "m", "r1", base.replace(max_tokens=128), "float32"),
         feature_store_key("d1", "m", "r1", base.replace(layer=3), "float32"),
+        feature_store_key("d1", "m", "r1", base.replace(layers=(-1, 3)), "float32"),
+        feature_store_key("d1", "m", "r1", base.replace(logprob_features=True), "float32"),
+        feature_store_key("d1", "m", "r1", base.replace(share_prefix=False), "float32"),
+        feature_store_key("d1", "m", "r1", base.replace(chunk_rows=64), "float32"),
         feature_store_key("d1", "m", "r1", base, "bfloat16"),
     ]
     assert len({k, *different}) == len(different) + 1

@@ -17,6 +17,7 @@ from tiny_lm import make_pairs
 
 from coala_core.errors import ProvenanceMismatchError
 from coala_core.features import ExtractionConfig, FeatureExtractor, attention_vector, extract_features, load_model
+from coala_core.features.batching import GroupRunner
 from storage import FeatureStore, write_pairs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,24 +28,25 @@ def _setup(model_dir: Path, uri: str, n: int = 20, **cfg_kw):
     ex = FeatureExtractor(load_model(cfg), cfg)
     table = make_pairs(n)
     store = FeatureStore.open_or_create(
-        uri, n_rows=n, dim=ex.loaded.hidden_size, dtype=cfg.store_dtype, chunk_rows=cfg.chunk_rows, provenance=ex.provenance("digest-1")
+        uri, n_rows=n, dim=ex.dim, dtype=cfg.store_dtype, chunk_rows=cfg.chunk_rows, provenance=ex.provenance("digest-1")
     )
     return cfg, ex, table, store
 
 
-def test_store_rows_equal_each_text_run_alone(tiny_model_dir, tmp_path):
+def test_store_rows_equal_each_pair_run_alone(tiny_model_dir, tmp_path):
     cfg, ex, table, store = _setup(tiny_model_dir, str(tmp_path / "s.zarr"))
     stats = extract_features(table, store, cfg, extractor=ex, show_progress=False)
     store.verify()
     chosen, rejected = store.read_all()
     assert store.pair_ids().tolist() == table.column("pair_id").to_pylist()
     prompts = table.column("prompt").to_pylist()
-    for col, got in (("chosen", chosen), ("rejected", rejected)):
-        enc = ex.encoder.encode(prompts, table.column(col).to_pylist())
-        alone = np.stack([ex.forward([e.ids]).numpy()[0] for e in enc])
-        np.testing.assert_allclose(got, alone, atol=1e-5, rtol=1e-5)
+    alone = [ex.pair_features([p], [c], [r], GroupRunner(ex.engine.run, 2))
+             for p, c, r in zip(prompts, table.column("chosen").to_pylist(), table.column("rejected").to_pylist(), strict=True)]
+    np.testing.assert_allclose(chosen, np.concatenate([a[0] for a in alone]), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(rejected, np.concatenate([a[1] for a in alone]), atol=1e-5, rtol=1e-5)
     assert stats.rows == 20 and stats.texts == 40 and stats.chunks == 5
-    assert stats.tokens == sum(len(e.ids) for c in ("chosen", "rejected") for e in ex.encoder.encode(prompts, table.column(c).to_pylist()))
+    # real tokens: each pair's shared prefix once plus both response parts
+    assert stats.tokens == sum(len(g.prefix) + len(g.parts[0]) + len(g.parts[1]) for a in alone for g in a[2])
     assert stats.truncations > 0 and 0 < stats.padding_efficiency <= 1 and stats.tokens_per_second > 0
     again = extract_features(table, store, cfg, extractor=ex, show_progress=False)
     assert again.rows == 0 and again.skipped_chunks == 5
@@ -54,10 +56,10 @@ def test_refuses_to_append_with_a_different_config(tiny_model_dir, tmp_path):
     uri = str(tmp_path / "s.zarr")
     cfg, ex, table, store = _setup(tiny_model_dir, uri)
     extract_features(table, store, cfg, extractor=ex, show_progress=False, shard=(0, 2))
-    for change in ({"pooling": "last"}, {"max_tokens": 41}, {"layer": 1}):
+    for change in ({"pooling": "last"}, {"max_tokens": 41}, {"layers": (1,)}, {"share_prefix": False}):
         other_cfg = cfg.replace(**change)
         other = FeatureExtractor(ex.loaded, other_cfg)
-        with pytest.raises(ProvenanceMismatchError, match=next(iter(change))):
+        with pytest.raises(ProvenanceMismatchError, match={"share_prefix": "truncation"}.get(next(iter(change)), next(iter(change)))):
             FeatureStore.open_or_create(uri, n_rows=20, dim=32, chunk_rows=4, provenance=other.provenance("digest-1"))
     with pytest.raises(ProvenanceMismatchError, match="dataset_digest"):
         FeatureStore.open_or_create(uri, n_rows=20, dim=32, chunk_rows=4, provenance=ex.provenance("digest-2"))
