@@ -29,11 +29,21 @@ def extract(
     store_root: Annotated[
         str | None, typer.Option("--store-root", help="instead of --output: store at ROOT/<key>.zarr, key from data+model+config")
     ] = None,
-    pooling: Annotated[str | None, typer.Option("--pooling", help="mean | last | attention")] = None,
+    pooling: Annotated[
+        str | None, typer.Option("--pooling", help="mean | last | attention | response_mean | response_last (response_*: the response's own tokens)")
+    ] = None,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="tokens per text; the prompt is cut from the left")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
     dtype: Annotated[str | None, typer.Option("--dtype", help="auto | float32 | bfloat16 | float16 (GPU)")] = None,
-    layer: Annotated[int | None, typer.Option("--layer", help="hidden_states index; -1 = last")] = None,
+    layers: Annotated[
+        str | None, typer.Option("--layers", "--layer", help="hidden_states index or indices, e.g. -1 or -1,-8,15 (several: concatenated, each RMS-normalised)")
+    ] = None,
+    logprob_features: Annotated[
+        bool | None, typer.Option("--logprob-features/--no-logprob-features", help="append loglik_mean and pmi_mean of the response")
+    ] = None,
+    share_prefix: Annotated[
+        bool | None, typer.Option("--share-prefix/--no-share-prefix", help="one prompt cut and one prompt pass per pair (KV cache reused)")
+    ] = None,
     shard: Annotated[str | None, typer.Option("--shard", help="I/N: extract only shard I of N chunk ranges")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda")] = None,
     preset: Annotated[str | None, typer.Option("--preset", help="default | paper")] = None,
@@ -45,7 +55,8 @@ def extract(
     from storage.pairs import table_digest
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    overrides = dict(model=model, pooling=pooling, max_tokens=max_tokens, batch_size=batch_size, dtype=dtype, layer=layer, device=device)
+    overrides = dict(model=model, pooling=pooling, max_tokens=max_tokens, batch_size=batch_size, dtype=dtype, layers=layers, device=device,
+                     logprob_features=logprob_features, share_prefix=share_prefix)
     base = ExtractionConfig.preset(preset).to_dict() if preset else {}
     if config is not None:
         cfg = ExtractionConfig.from_yaml(
@@ -65,7 +76,7 @@ def extract(
     store = FeatureStore.open_or_create(
         output,
         n_rows=table.num_rows,
-        dim=extractor.loaded.hidden_size,
+        dim=extractor.dim,
         dtype=cfg.store_dtype,
         chunk_rows=cfg.chunk_rows,
         provenance=extractor.provenance(digest),
