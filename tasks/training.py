@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 from mlflow.entities import Metric
-from prefect import task
 
 from coala_core.engine.fit import TrainedHead, fit_first_layer, fit_output_layer
 from coala_core.engine.spec import HeadSpec, TrainConfig
@@ -25,11 +24,9 @@ from coala_core.phase2 import Phase2Config, RewardHead
 from storage.feature_store import FeatureStore
 from storage.heads import head_digest, load_head, save_head
 from tasks import artifacts
-from tasks.caching import digest_policy
-from tasks.compute import measure
 from tasks.refs import FeaturesRef, HeadRef
-from tasks.stage import NOT_IN_KEY, TrackingContext, fail_stage_runs, prefect_tags
-from tasks.tracking import TrackedRun, params_from_config, stage_run
+from tasks.stage import TrackingContext, current_stage, stage_task
+from tasks.tracking import TrackedRun
 
 PHASE1_SERIES = ("objective", "r_primal", "r_dual", "cone_violation", "train_accuracy", "val_accuracy", "rho")
 
@@ -96,11 +93,10 @@ class AdmmMonitor:
         self._last_flush = time.monotonic()
 
 
-def _head_ref(path: Path, head: RewardHead, phase: str, metrics: dict[str, float], run: TrackedRun,
-              extra_files: dict[str, str] | None = None) -> HeadRef:
-    digest = head_digest(path)
-    return HeadRef(uri=str(path), digest=digest, phase=phase, dim=head.dim, width=head.width, metrics=metrics,
-                   files={"head": str(path), **(extra_files or {})}, mlflow_run_id=run.run_id)
+def _head_ref(path: Path, head: RewardHead, phase: str, metrics: dict[str, float]) -> HeadRef:
+    """The head's reference: its canonical content digest (equal across processes), shape and metrics."""
+    return HeadRef(uri=str(path), digest=head_digest(path), phase=phase, dim=head.dim, width=head.width,
+                   metrics=metrics, files={"head": str(path)})
 
 
 def _history_rows(history: dict[str, list[float]]) -> list[dict[str, float]]:
@@ -109,70 +105,62 @@ def _history_rows(history: dict[str, list[float]]) -> list[dict[str, float]]:
             for i in range(n)]
 
 
-@task(name="phase1", cache_policy=digest_policy(*NOT_IN_KEY), persist_result=True, result_serializer="json",
-      on_failure=[fail_stage_runs])
+def phase1_params(config: Phase1Config, train: TrainConfig | None = None, **_: Any) -> dict[str, Any]:
+    return {"phase1": config.to_dict(), "train": (train or TrainConfig()).to_dict()}
+
+
+def phase2_params(config: Phase2Config, **_: Any) -> dict[str, Any]:
+    return {"phase2": config.to_dict()}
+
+
+@stage_task("phase1", params=phase1_params)
 def phase1_task(features: FeaturesRef, config: Phase1Config, train: TrainConfig | None = None, *, workdir: Path,
                 output: Path, tracking: TrackingContext) -> HeadRef:
     """Phase I beta path on the train store, beta chosen by validation pairwise accuracy; writes a head."""
+    stage = current_stage()
     spec = HeadSpec.build(phase1=config, train=train or TrainConfig())
-    client = tracking.client()
-    with stage_run(client, tracking.experiment_id, "phase1", parent_run_id=tracking.parent_run_id, tags=prefect_tags(),
-                   system_metrics=tracking.system_metrics, sampling_interval=tracking.system_metrics_interval_s) as run:
-        run.log_params(params_from_config({"phase1": config.to_dict(), "train": spec.train.to_dict()}))
-        for split in ("train", "validation"):
-            ref = features[split]
-            run.log_dataset(ref.uri, name=f"features-{split}", digest=ref.digest, context=split,
-                            profile={"n_rows": ref.n_rows, "dim": ref.dim})
-        progress = artifacts.Progress("phase1-admm", f"Phase I: ADMM over a path of {config.path_n_betas} betas")
-        monitor = AdmmMonitor(run, progress)
-        with measure() as meter:
-            first = fit_first_layer(_store(features, "train"), _store(features, "validation"), spec, progress=monitor)
-            monitor.flush(1.0, force=True)
-            meter.flops = first.record.compute.get("phase1_flops", 0.0)
-            save_head(output, first.head, provenance=features["train"].provenance, **first.record.head_json())
-        progress.done()
-        res, rec = first.phase1, first.record
-        path_rows = rec.phase1_path
-        run.log_history(_history_rows(rec.phase1_history))  # the selected beta's solve, per iteration
-        for i, row in enumerate(sorted(path_rows, key=lambda r: -r["beta"])):
-            run.log_metrics({f"path/{k}": v for k, v in row.items() if isinstance(v, int | float)}, step=i)
-        metrics: dict[str, float] = {**meter.metrics()}
-        if res is not None:
-            metrics.update({"beta": res.beta, "objective": res.objective,
-                            "iterations": rec.compute.get("phase1_iterations", float(res.iterations)),
-                            "train_accuracy": res.train_accuracy, "val_accuracy": res.val_accuracy,
-                            "n_active": float(res.n_active), "cone_violation": res.cone_violation,
-                            "converged": float(res.converged)})
-        run.log_metrics(metrics)
-        run.log_artifact(output, "head_phase1")
-        if path_rows:
-            artifacts.table("phase1-beta-path", path_rows, f"Phase I beta path (chosen beta {rec.phase1_beta:.4g})")
-    return _head_ref(output, first.head, "phase1", metrics, run)
+    progress = artifacts.Progress("phase1-admm", f"Phase I: ADMM over a path of {config.path_n_betas} betas")
+    monitor = AdmmMonitor(stage.run, progress)
+    first = fit_first_layer(_store(features, "train"), _store(features, "validation"), spec, progress=monitor)
+    monitor.flush(1.0, force=True)
+    stage.flops = first.record.compute.get("phase1_flops", 0.0)
+    save_head(output, first.head, provenance=features["train"].provenance, **first.record.head_json())
+    progress.done()
+    res, rec = first.phase1, first.record
+    stage.log_history(_history_rows(rec.phase1_history))  # the selected beta's solve, per iteration
+    for i, row in enumerate(sorted(rec.phase1_path, key=lambda r: -r["beta"])):
+        stage.log_metrics({f"path/{k}": v for k, v in row.items() if isinstance(v, int | float)}, step=i)
+    metrics: dict[str, float] = {}
+    if res is not None:
+        metrics.update({"beta": res.beta, "objective": res.objective,
+                        "iterations": rec.compute.get("phase1_iterations", float(res.iterations)),
+                        "train_accuracy": res.train_accuracy, "val_accuracy": res.val_accuracy,
+                        "n_active": float(res.n_active), "cone_violation": res.cone_violation,
+                        "converged": float(res.converged)})
+    stage.log_artifact(output, "head_phase1")
+    if rec.phase1_path:
+        artifacts.table("phase1-beta-path", rec.phase1_path, f"Phase I beta path (chosen beta {rec.phase1_beta:.4g})")
+    return _head_ref(output, first.head, "phase1", metrics)
 
 
-@task(name="phase2", cache_policy=digest_policy(*NOT_IN_KEY), persist_result=True, result_serializer="json",
-      on_failure=[fail_stage_runs])
+@stage_task("phase2", params=phase2_params)
 def phase2_task(phase1: HeadRef, features: FeaturesRef, config: Phase2Config, *, workdir: Path, output: Path,
                 tracking: TrackingContext) -> HeadRef:
     """Phase II: refit theta2 on the train pairs with Theta1 frozen, selected on validation; writes the head."""
-    client = tracking.client()
-    with stage_run(client, tracking.experiment_id, "phase2", parent_run_id=tracking.parent_run_id, tags=prefect_tags(),
-                   system_metrics=tracking.system_metrics, sampling_interval=tracking.system_metrics_interval_s) as run:
-        run.log_params(params_from_config({"phase2": config.to_dict()}))
-        with measure() as meter:
-            first = TrainedHead.from_saved(load_head(phase1.uri, expected_dim=features["train"].dim))
-            spec = first.record.spec.replace(phase2=config)
-            final = fit_output_layer(first, _store(features, "train"), _store(features, "validation"), spec)
-            meter.flops = final.record.compute.get("phase2_flops", 0.0)
-            save_head(output, final.head, provenance=features["train"].provenance, **final.record.head_json())
-        p2 = final.phase2
-        assert p2 is not None  # fit_output_layer always runs Phase II
-        run.log_history(p2.history, prefix="phase2/")
-        metrics: dict[str, Any] = {"beta": p2.config.beta, "gamma": p2.config.gamma, "l2": p2.config.l2,
-                                   "objective": p2.objective, "grad_norm": p2.grad_norm, "iterations": float(p2.iterations),
-                                   "converged": float(p2.converged), **meter.metrics(),
-                                   **{f"phase1/{k}": v for k, v in phase1.metrics.items() if k in ("flops", "wall_s", "peak_rss_mb")}}
-        run.log_metrics(metrics)
-        run.log_artifact(output, "head")
-        artifacts.table("phase2-selection", p2.selection, "Phase II (beta, gamma, l2) chosen on validation pairs")
-    return _head_ref(output, final.head, "phase2", metrics, run)
+    stage = current_stage()
+    first = TrainedHead.from_saved(load_head(phase1.uri, expected_dim=features["train"].dim))
+    spec = first.record.spec.replace(phase2=config)
+    final = fit_output_layer(first, _store(features, "train"), _store(features, "validation"), spec)
+    stage.flops = final.record.compute.get("phase2_flops", 0.0)
+    save_head(output, final.head, provenance=features["train"].provenance, **final.record.head_json())
+    p2 = final.phase2
+    if p2 is None:  # fit_output_layer always runs Phase II
+        raise RuntimeError("Phase II returned no solver result")
+    stage.log_history(p2.history, prefix="phase2/")
+    metrics: dict[str, float] = {"beta": p2.config.beta, "gamma": p2.config.gamma, "l2": p2.config.l2,
+                                 "objective": p2.objective, "grad_norm": p2.grad_norm, "iterations": float(p2.iterations),
+                                 "converged": float(p2.converged),
+                                 **{f"phase1/{k}": v for k, v in phase1.metrics.items() if k in ("flops", "wall_s", "peak_rss_mb")}}
+    stage.log_artifact(output, "head")
+    artifacts.table("phase2-selection", p2.selection, "Phase II (beta, gamma, l2) chosen on validation pairs")
+    return _head_ref(output, final.head, "phase2", metrics)
