@@ -52,15 +52,17 @@ def pipeline_config(tiny_lm: Path, name: str = "scorer", policy: str = "not-wors
 
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory, tiny_lm):
-    """A SQLite MLflow store with a parent run: (tracking context, client, make(seed, acc) -> HeadRef, uri)."""
+    """A SQLite MLflow store (``<project>/.coala/mlflow.db``) with a parent run:
+    (tracking context, client, make(seed, acc) -> HeadRef, uri)."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
     from tasks.refs import HeadRef
     from tasks.stage import TrackingContext
 
-    d = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{d / 'mlflow.db'}"
+    d = tmp_path_factory.mktemp("project")  # laid out like a project folder: the store in .coala/mlflow.db
+    (d / ".coala").mkdir()
+    uri = f"sqlite:///{d / '.coala' / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri, registry_uri=uri)
     exp = client.create_experiment("reg", artifact_location=(d / "artifacts").as_uri())
