@@ -23,8 +23,12 @@ def pairs_file(tmp_path, rows):
     return tmp_path / "pairs.parquet"
 
 
-def test_dpo_step_logs_its_metrics(tmp_path, tiny_lm_dir, pairs_file):
+def test_dpo_step_logs_its_metrics(tmp_path, tiny_lm_dir, pairs_file, monkeypatch):
     from mlflow.tracking import MlflowClient
+
+    from tasks.tracking import tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the embedded store under --workdir
 
     cfg = tmp_path / "dpo.yaml"
     cfg.write_text("llm_baseline:\n  batch_size: 3\n  learning_rate: 1.0e-3\n  max_tokens: 64\n  score_batch_size: 4\n")
@@ -40,7 +44,7 @@ def test_dpo_step_logs_its_metrics(tmp_path, tiny_lm_dir, pairs_file):
     scores = pq.read_table(out / "scores.parquet").to_pydict()
     assert len(scores["pair_id"]) == 10 and set(scores) >= {"reward_chosen", "reward_rejected", "margin"}
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{work.resolve()}/mlflow.db")
+    client = MlflowClient(tracking_uri=tracking_uri(work))
     exp = client.get_experiment_by_name("coala-test")
     (run,) = client.search_runs([exp.experiment_id])
     assert run.info.status == "FINISHED" and run.data.tags["coala.method"] == "dpo"
