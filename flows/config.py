@@ -78,6 +78,12 @@ class EvaluationSection(StageConfig):
     cv_folds: int = Field(0, ge=0, description="K > 1: also refit the head's recipe and the baselines on K group "
                           "folds of all pairs (every pair held out once; paired McNemar); 0: off")
 
+    @model_validator(mode="after")
+    def _cv_folds_valid(self) -> EvaluationSection:
+        if self.cv_folds == 1:
+            raise ValueError("cv_folds: 1 fold holds every pair out at once; use 0 (off) or K >= 2")
+        return self
+
 
 class PipelineConfig(BaseModel):
     """The composed config of the whole DAG (frozen; unknown sections are errors)."""
