@@ -15,9 +15,10 @@ from typing import Any
 
 import typer
 
-from coala_cli._common import handle_errors
+from coala_cli._common import config_option, handle_errors
 from coala_cli.score import BACKBONE, MODEL_URI, WORKDIR, tracking_uri
 from coala_core.errors import ConfigError, DataError
+from coala_core.generation.config import GenerateConfig
 
 
 def read_prompts(prompt: list[str] | None, prompts: Path | None) -> tuple[list[Any], list[dict[str, Any]]]:
@@ -47,16 +48,16 @@ def generate(
     model_uri: str = MODEL_URI,
     prompt: list[str] | None = typer.Option(None, "--prompt", help="a prompt text (repeat for several)"),
     prompts: Path | None = typer.Option(None, "--prompts", help="JSONL or Parquet rows with prompt (text or messages)"),
-    mode: str | None = typer.Option(None, "--mode", help="plain, rerank or guided [default: guided]"),
-    n: int | None = typer.Option(None, "--n", help="rerank: candidates per prompt [default: 4]"),
-    guidance_scale: float | None = typer.Option(None, "--guidance-scale", help="guided: weight of the head score [default: 2.0]"),
-    guidance_every: int | None = typer.Option(None, "--guidance-every", help="guided: score every N tokens [default: 5]"),
-    top_k: int | None = typer.Option(None, "--top-k", help="guided: candidates scored per guided step [default: 15]"),
-    temperature: float | None = typer.Option(None, "--temperature", help="[default: 0.7; 0 = greedy]"),
-    top_p: float | None = typer.Option(None, "--top-p", help="[default: 0.9]"),
-    repetition_penalty: float | None = typer.Option(None, "--repetition-penalty", help="[default: 1.1]"),
-    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="[default: 256]"),
-    seed: int | None = typer.Option(None, "--seed", help="[default: 0]"),
+    mode: str | None = config_option(GenerateConfig, "mode"),
+    n: int | None = config_option(GenerateConfig, "n"),
+    guidance_scale: float | None = config_option(GenerateConfig, "guidance_scale"),
+    guidance_every: int | None = config_option(GenerateConfig, "guidance_every"),
+    top_k: int | None = config_option(GenerateConfig, "guidance_top_k", "--top-k"),
+    temperature: float | None = config_option(GenerateConfig, "temperature"),
+    top_p: float | None = config_option(GenerateConfig, "top_p"),
+    repetition_penalty: float | None = config_option(GenerateConfig, "repetition_penalty"),
+    max_new_tokens: int | None = config_option(GenerateConfig, "max_new_tokens"),
+    seed: int | None = config_option(GenerateConfig, "seed"),
     config: Path | None = typer.Option(None, "--config", help="YAML whose generate section sets the defaults"),
     output: Path | None = typer.Option(None, "--output", help="JSONL file (default: standard output)"),
     backbone: str | None = BACKBONE,
@@ -64,7 +65,7 @@ def generate(
     device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda"),
 ) -> None:
     """Generate replies with the head's backbone: plain sampling, best-of-n reranking or head-guided decoding."""
-    from coala_core.generation import GenerateConfig, TextGenerator, to_messages
+    from coala_core.generation import TextGenerator, to_messages
     from tasks.model_uri import open_scorer
 
     flags = {"mode": mode, "n": n, "guidance_scale": guidance_scale, "guidance_every": guidance_every,

@@ -113,12 +113,15 @@ class TextGenerator:
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.pad_id = scorer.extractor.pad_id
         self.eos = eos_ids(self.tokenizer, self.model)
+        max_pos = getattr(self.model.config, "max_position_embeddings", None)
+        self.prompt_budget = config.max_prompt_tokens if not max_pos else max(1, min(config.max_prompt_tokens, int(max_pos) - config.max_new_tokens))
         self.settings = DecodeSettings(config.max_new_tokens, config.temperature, config.top_p,
                                        config.repetition_penalty, config.guidance_every)
 
     def prompt_ids(self, prompt: Sequence[Message]) -> list[int]:
         """Token ids of the prompt followed by the opening of the assistant turn, formatted as in training
-        (chat template when the features used one, else the plain concatenation), cut from the left."""
+        (chat template when the features used one, else the plain concatenation), cut from the left to
+        ``max_prompt_tokens`` and to the model's context length less ``max_new_tokens``."""
         enc = self.scorer.extractor.encoder
         if enc.uses_chat_template:
             text = self.tokenizer.apply_chat_template([dict(m) for m in prompt], add_generation_prompt=True, tokenize=False)
@@ -127,7 +130,7 @@ class TextGenerator:
             ids = list(self.tokenizer("".join(m["content"] + "\n" for m in prompt), add_special_tokens=False)["input_ids"])
             if getattr(enc, "_plain_bos", False) and enc.bos_id is not None:
                 ids = [enc.bos_id] + ids
-        return ids[-self.config.max_prompt_tokens:] if len(ids) > self.config.max_prompt_tokens else ids
+        return ids[-self.prompt_budget:] if len(ids) > self.prompt_budget else ids
 
     def _decode_all(self, prompts: list[list[Message]], generator: torch.Generator, stats: GenerationStats, guided: bool) -> list[list[int]]:
         out: list[list[int]] = []

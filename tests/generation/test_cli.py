@@ -127,4 +127,4 @@ def test_generate_command_writes_jsonl(head_dir, tiny_lm, tmp_path) -> None:
     row = json.loads(out.read_text())
     assert row["id"] == "a" and row["mode"] == "guided" and isinstance(row["response"], str)
     r = _run("generate", "--model-uri", head_dir, "--backbone", tiny_lm, "--prompt", "Hi", "--mode", "beam")
-    assert r.exit_code == 1 and "GenerateConfig.mode" in r.output
+    assert r.exit_code == 2 and "'beam' is not one of" in r.output
