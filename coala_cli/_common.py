@@ -136,9 +136,14 @@ def set_options(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+#: typer's rich help names types as Python does; show them as click's plain help does
+TYPE_NAMES = {"<str>": "TEXT", "<int>": "INTEGER", "<float>": "FLOAT", "<path>": "PATH", "<list[str]>": "TEXT..."}
+
+
 def fix_flag_help() -> None:
     """Typer's rich help types every flag as ``<bool>`` (``--help`` included), which reads as if the flag took a
-    value; show no type for flags instead. Called once by the root app before it renders help."""
+    value, and other values as ``<str>``, ``<int>``...; show no type for flags and click's names for the rest.
+    Called once by the root app before it renders help."""
     from typer.core import TyperOption
 
     if getattr(TyperOption, "_coala_flag_help", False):
@@ -148,7 +153,8 @@ def fix_flag_help() -> None:
     def display_type_rich(self: Any, ctx: Any) -> str | None:
         if self.is_flag:
             return None
-        return original(self, ctx)
+        shown = original(self, ctx)
+        return TYPE_NAMES.get(shown, shown) if isinstance(shown, str) else shown
 
     TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
     TyperOption._coala_flag_help = True  # type: ignore[attr-defined]

@@ -9,10 +9,11 @@ from typing import Annotated
 
 import typer
 
-from coala_cli._common import fail, handle_errors
+from coala_cli._common import config_option, fail, handle_errors
 from coala_core.features import ExtractionConfig, FeatureExtractor, extract_features, feature_store_key, load_model, parse_shard
 
 app = typer.Typer(no_args_is_help=True)
+X = ExtractionConfig
 
 
 @app.callback()
@@ -24,29 +25,26 @@ def _features() -> None:
 @handle_errors
 def extract(
     pairs: Annotated[Path, typer.Option("--pairs", help="canonical pairs Parquet file")],
-    model: Annotated[str | None, typer.Option("--model", help="hub id, local dir, .gguf file or 'default' (bundled SmolLM2)")] = None,
-    output: Annotated[str | None, typer.Option("--output", help="feature store URI (path, file://, memory://, s3://...)")] = None,
+    model: str | None = config_option(X, "model", help="hub id, local dir, .gguf file or 'default' (bundled SmolLM2)"),
+    output: Annotated[str | None, typer.Option("--output", help="feature store URI (path, file://, memory://, s3://...)",
+                                               show_default="required unless --store-root")] = None,
     store_root: Annotated[
-        str | None, typer.Option("--store-root", help="instead of --output: store at ROOT/<key>.zarr, key from data+model+config")
+        str | None, typer.Option("--store-root", help="instead of --output: store at ROOT/<key>.zarr, key from data+model+config",
+                                 show_default="none")
     ] = None,
-    pooling: Annotated[
-        str | None, typer.Option("--pooling", help="mean | last | attention | response_mean | response_last (response_*: the response's own tokens)")
-    ] = None,
-    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="tokens per text; the prompt is cut from the left")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
-    dtype: Annotated[str | None, typer.Option("--dtype", help="auto | float32 | bfloat16 | float16 (GPU)")] = None,
-    layers: Annotated[
-        str | None, typer.Option("--layers", "--layer", help="hidden_states index or indices, e.g. -1 or -1,-8,15 (several: concatenated, each RMS-normalised)")
-    ] = None,
-    logprob_features: Annotated[
-        bool | None, typer.Option("--logprob-features/--no-logprob-features", help="append loglik_mean and pmi_mean of the response")
-    ] = None,
-    share_prefix: Annotated[
-        bool | None, typer.Option("--share-prefix/--no-share-prefix", help="one prompt cut and one prompt pass per pair (KV cache reused)")
-    ] = None,
-    shard: Annotated[str | None, typer.Option("--shard", help="I/N: extract only shard I of N chunk ranges")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda")] = None,
-    preset: Annotated[str | None, typer.Option("--preset", help="default | paper")] = None,
+    pooling: str | None = config_option(X, "pooling", help="response_*: over the response's own tokens only"),
+    max_tokens: int | None = config_option(X, "max_tokens", help="tokens per text; the prompt is cut from the left"),
+    batch_size: int | None = config_option(X, "batch_size", help="texts per forward pass (speed and memory only)"),
+    dtype: str | None = config_option(X, "dtype", help="compute dtype (float16 on a GPU; auto: bfloat16 on GPU, float32 on CPU)"),
+    layers: str | None = config_option(X, "layers", "--layers", "--layer",
+                                  help="hidden_states index or indices, e.g. -1 or -1,-8,15 (several: concatenated, each RMS-normalised)"),
+    logprob_features: bool | None = config_option(X, "logprob_features", help="append loglik_mean and pmi_mean of the response"),
+    share_prefix: bool | None = config_option(X, "share_prefix", help="one prompt cut and one prompt pass per pair (KV cache reused)"),
+    chunk_rows: int | None = config_option(X, "chunk_rows", help="rows per committed store chunk (storage layout, not identity)"),
+    shard: Annotated[str | None, typer.Option("--shard", help="I/N: extract only shard I of N chunk ranges", show_default="all")] = None,
+    device: str | None = config_option(X, "device"),
+    preset: Annotated[str | None, typer.Option("--preset", help="default | paper (the authors' extraction settings)",
+                                               show_default="none")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML file; its 'features' section")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar (none either when stderr is not a terminal)")] = False,
 ) -> None:
@@ -56,7 +54,7 @@ def extract(
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     overrides = dict(model=model, pooling=pooling, max_tokens=max_tokens, batch_size=batch_size, dtype=dtype, layers=layers, device=device,
-                     logprob_features=logprob_features, share_prefix=share_prefix)
+                     logprob_features=logprob_features, share_prefix=share_prefix, chunk_rows=chunk_rows)
     base = ExtractionConfig.preset(preset).to_dict() if preset else {}
     if config is not None:
         cfg = ExtractionConfig.from_yaml(
@@ -66,6 +64,8 @@ def extract(
         cfg = ExtractionConfig.build(base, **overrides)
     if (output is None) == (store_root is None):
         raise fail("give exactly one of --output STORE_URI or --store-root DIR")
+    if output is not None:
+        _check_target(output)  # before the model loads: a wrong path costs a line, not a minute
     shard_ix = parse_shard(shard)
     table = read_pairs(pairs)
     digest = table_digest(table)  # stored at write time, or computed from the rows (files from polars/pyarrow)
@@ -86,8 +86,19 @@ def extract(
     with extraction_progress(quiet=quiet) as progress:  # a bar on a terminal; none when piped or --quiet
         stats = extract_features(table, store, cfg, extractor=extractor, shard=shard_ix, progress=progress,
                                  show_progress=False)
-    typer.echo(stats.summary(), err=True)
     typer.echo(json.dumps({"store": output, "complete": store.is_complete, "completed_rows": store.completed_rows, **stats.to_dict()}))
+
+
+def _check_target(uri: str) -> None:
+    """A local ``--output`` must be a feature store or not exist yet (an empty directory is fine)."""
+    if "://" in uri and not uri.startswith("file://"):
+        return
+    path = Path(uri.removeprefix("file://"))
+    if path.is_file():
+        raise fail(f"--output {uri}: a file is in the way; a feature store is a directory (give a new path)")
+    if path.is_dir() and any(path.iterdir()) and not (path / "zarr.json").is_file():
+        raise fail(f"--output {uri}: an existing directory that is not a feature store (no zarr.json); give a new path "
+                   "or an existing store to resume")
 
 
 def _yaml_keys(path: Path) -> set[str]:
