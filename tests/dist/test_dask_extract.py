@@ -126,3 +126,32 @@ def _extract_all(dataset: DatasetRef, config: ExtractionConfig, root: Path) -> d
         extract_features(rows, store, config, extractor=extractor, show_progress=False)
         out[split] = store
     return out
+
+
+def test_pipeline_with_the_dask_task_runner(harness, inputs, tmp_path: Path) -> None:
+    """The tiny pipeline with ``run.task_runner=dask``: the shards run as mapped tasks of the ``extract-shards``
+    subflow, the feature stage then finds every chunk committed, and the run completes."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.pipeline import coala_pipeline
+
+    model, _ = inputs
+    repo = Path(__file__).resolve().parents[2]
+    overrides = {"features.model": str(model), "run.workdir": str(tmp_path), "run.system_metrics": False,
+                 "run.task_runner": "dask", "run.dask_workers": 2}
+    state = coala_pipeline(str(repo / "configs" / "tiny.yaml"), overrides, return_state=True)
+    assert state.is_completed(), state
+    report = state.result()
+    assert 0.0 <= report.metrics["test/accuracy"] <= 1.0
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs()
+        shards = [r for r in runs if client.read_flow(r.flow_id).name == "extract-shards"
+                  and r.parent_task_run_id is not None]  # the pipeline's subflow (the test above calls it directly)
+        assert len(shards) == 1 and shards[0].state.is_completed()
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[shards[0].id])))
+    assert sorted(t.name.rsplit("-", 1)[0] for t in tasks) == ["extract-shard", "extract-shard"]
+    assert {t.state.name for t in tasks} == {"Completed"}
+    stores = list((tmp_path / "features").glob("*/*.zarr"))
+    assert {p.name for p in stores} == {"train.zarr", "validation.zarr", "test.zarr"}
+    assert all(FeatureStore.open(p, mode="r").is_complete for p in stores)
