@@ -105,7 +105,10 @@ def _score_store(model_uri: str, features: str, pairs: Path | None, output: Path
 
     resolved = resolve(model_uri, tracking_uri=tracking_uri(workdir))
     store = FeatureStore.open(features, mode="r")
-    h = load_head(resolved.head_dir, expected_dim=store.dim, expected_provenance=store.provenance)
+    try:
+        h = load_head(resolved.head_dir, expected_dim=store.dim, expected_provenance=store.provenance)
+    finally:
+        resolved.cleanup()
     r_w, r_l = score_source(h, store, str(features))  # streamed chunk by chunk; non-finite features refused
     ids = [str(x) for x in store.pair_ids()]
     cols: dict[str, Any] = {"pair_id": ids, "reward_chosen": r_w.tolist(), "reward_rejected": r_l.tolist(),

@@ -13,6 +13,7 @@ loads with MLflow alone.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,9 +36,14 @@ class ResolvedModel:
     head_dir: Path
     backbone: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    download_dir: Path | None = None  # a temporary copy of an MLflow reference, removed by :meth:`cleanup`
+
+    def cleanup(self) -> None:
+        if self.download_dir is not None:
+            shutil.rmtree(self.download_dir, ignore_errors=True)
 
 
-def _from_model_dir(path: Path, source: str) -> ResolvedModel:
+def _from_model_dir(path: Path, source: str, download_dir: Path | None = None) -> ResolvedModel:
     from mlflow.models import Model
 
     flavor = Model.load(str(path)).flavors.get("python_function", {})
@@ -46,7 +52,7 @@ def _from_model_dir(path: Path, source: str) -> ResolvedModel:
     head_dir = path / head_rel if head_rel else path / "artifacts" / "head"
     if not (head_dir / META).is_file():
         raise MissingInputError(f"{source}: the MLflow model has no COALA head artifact ({head_dir} lacks {META})")
-    return ResolvedModel(head_dir, dict(config.get("backbone") or {}), source)
+    return ResolvedModel(head_dir, dict(config.get("backbone") or {}), source, download_dir)
 
 
 def resolve(uri: str, *, tracking_uri: str | None = None) -> ResolvedModel:
@@ -71,11 +77,13 @@ def resolve(uri: str, *, tracking_uri: str | None = None) -> ResolvedModel:
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
     except MlflowException as err:
+        shutil.rmtree(dst, ignore_errors=True)
         raise MissingInputError(f"{uri}: {err.message.splitlines()[0] if err.message else err}") from None
     if (local / META).is_file():
-        return ResolvedModel(local, {}, uri)
+        return ResolvedModel(local, {}, uri, dst)
     if (local / "MLmodel").is_file():
-        return _from_model_dir(local, uri)
+        return _from_model_dir(local, uri, dst)
+    shutil.rmtree(dst, ignore_errors=True)
     raise MissingInputError(f"{uri}: downloaded, but it is neither a head directory nor an MLflow model")
 
 
@@ -117,5 +125,8 @@ def load_scorer(
 def open_scorer(uri: str, *, backbone: str | None = None, tracking_uri: str | None = None, **speed: Any) -> tuple[HeadScorer, ResolvedModel]:
     """:func:`resolve` then :func:`load_scorer`; ``backbone`` (a path or hub id) overrides the recorded one."""
     resolved = resolve(uri, tracking_uri=tracking_uri)
-    override = backbone or backbone_override(resolved.backbone)
-    return load_scorer(resolved.head_dir, backbone=override, **speed), resolved
+    try:
+        override = backbone or backbone_override(resolved.backbone)
+        return load_scorer(resolved.head_dir, backbone=override, **speed), resolved
+    finally:
+        resolved.cleanup()  # the head is in memory now
