@@ -38,6 +38,7 @@ from coala_core.data.config import EduFeedbackConfig
 from coala_core.data.edufeedback import build_edufeedback
 from coala_core.features import ExtractionConfig, FeatureExtractor, extract_features, load_model
 from coala_core.features.batching import batch_order, computed_tokens
+from coala_core.features.extract import group_order
 from storage import FeatureStore, read_digest, read_pairs, write_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,8 +84,7 @@ def bare_loop(ex: FeatureExtractor, seqs: list[list[int]], batch_size: int) -> t
 
 def group_computed_tokens(groups: list, batch_size: int) -> int:
     """Token positions the shared pass computes: per batch, prefixes padded once, response parts padded once."""
-    cost = [len(g.prefix) + max(len(p) for p in g.parts) for g in groups]
-    order = batch_order(cost, True)
+    order = group_order(groups, True, True)
     step = max(1, batch_size // 2)
     total = 0
     for i in range(0, len(order), step):
@@ -112,16 +112,18 @@ def prefix_sharing(args: argparse.Namespace) -> dict:
         load_s = time.perf_counter() - t0
         before = FeatureExtractor(after.loaded, before_cfg)
         n = table.num_rows
-        tok_before = tok_after = 0
+        tok_before = tok_after = useful_before = useful_after = 0
         cut_before = cut_after = 0
         for start in range(0, n, after_cfg.chunk_rows):
             chunk = table.slice(start, after_cfg.chunk_rows)
             prompts, responses = texts_of(chunk)
             enc = before.encoder.encode(prompts, responses)
             tok_before += computed_tokens([len(e.ids) for e in enc], args.batch_size, True)
+            useful_before += sum(len(e.ids) for e in enc)
             cut_before += sum(e.prompt_truncated for e in enc)
             groups = after.encoder.encode_pairs(prompts[: chunk.num_rows], responses[: chunk.num_rows], responses[chunk.num_rows :])
             tok_after += group_computed_tokens(groups, args.batch_size)
+            useful_after += sum(len(g.prefix) + sum(len(p) for p in g.parts) for g in groups)
             cut_after += 2 * sum(g.prompt_truncated for g in groups)
         result: dict = {
             "machine": f"{platform.machine()} {torch.get_num_threads()} threads, {after.loaded.device}, torch {torch.__version__}",
@@ -129,6 +131,8 @@ def prefix_sharing(args: argparse.Namespace) -> dict:
             "batch_size_texts": args.batch_size, "pairs_total": n,
             "computed_tokens_per_pair_before": tok_before / n, "computed_tokens_per_pair_after": tok_after / n,
             "computed_tokens_ratio": tok_before / tok_after,
+            "real_tokens_per_pair_before": useful_before / n, "real_tokens_per_pair_after": useful_after / n,
+            "real_tokens_ratio": useful_before / useful_after,
             "texts_with_prompt_cut_before": cut_before, "texts_with_prompt_cut_after": cut_after,
             "model_load_s": load_s,
         }

@@ -72,12 +72,15 @@ class ExtractionStats:
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """Sent after each committed chunk: rows done of rows to do in this run, and the running stats."""
+    """Sent after each model batch (``committed=False``: rows of the chunk in flight counted as far as its
+    batches went) and after each committed chunk: rows done of rows to do in this run, and the running stats.
+    So progress moves every batch whatever ``chunk_rows`` is."""
 
     chunk_index: int
     rows_done: int
     rows_total: int
     stats: ExtractionStats = field(repr=False)
+    committed: bool = True
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
@@ -133,8 +136,7 @@ class FeatureExtractor:
         reuse = self.config.share_prefix if reuse_prefix is None else reuse_prefix
         if not groups:
             raise DataError("nothing to extract: no texts")
-        cost = [len(g.prefix) + max(len(p) for p in g.parts) for g in groups]
-        order = batch_order(cost, self.config.bucketing)
+        order = group_order(groups, self.config.bucketing, reuse)
         per_group = max(len(g.parts) for g in groups)
         runner.forward = lambda batch: engine.run(batch, reuse_prefix=reuse)
         outs = runner.run([groups[j] for j in order], per_group)
@@ -176,6 +178,19 @@ class FeatureExtractor:
         groups = self.encoder.encode_groups([_messages(p) for p in prompts], [[r] for r in responses])
         out = self.run_groups(groups, runner)
         return assemble(out, self.config.pooling, self.config.layers, self.config.logprob_features)
+
+
+def group_order(groups: Sequence[EncodedGroup], bucketing: bool, reuse_prefix: bool) -> np.ndarray:
+    """The order in which groups are batched. Whole texts: longest first. Shared prompt pass: by prefix length,
+    then by longest response part (prefixes and response parts are padded separately, so both should be alike
+    within a batch)."""
+    if not bucketing:
+        return np.arange(len(groups))
+    longest = np.array([max(len(p) for p in g.parts) for g in groups])
+    prefix = np.array([len(g.prefix) for g in groups])
+    if not reuse_prefix:
+        return batch_order((prefix + longest).tolist(), True)
+    return np.lexsort((-longest, -prefix))
 
 
 def _messages(prompt_cell: Any) -> list[dict[str, str]]:
@@ -228,9 +243,22 @@ def extract_features(
     cols = {name: pairs.column(name) for name in ("pair_id", "prompt", "chosen", "rejected")}
     t0 = time.perf_counter()
     bar = tqdm(total=rows_total, unit="pair", desc="features", disable=not show_progress)
+    groups_per_row = 1 if config.share_prefix else 2
+    in_flight = {"chunk": -1, "rows": 0, "groups": 0}
+
+    def batch_done(n_groups: int) -> None:  # a partial event per model batch of the chunk in flight
+        in_flight["groups"] += n_groups
+        rows = min(in_flight["groups"] // groups_per_row, in_flight["rows"])
+        stats.tokens, stats.computed_tokens = runner.useful_tokens, runner.computed_tokens
+        stats.seconds = time.perf_counter() - t0
+        if progress is not None and rows < in_flight["rows"]:
+            progress(ProgressEvent(in_flight["chunk"], stats.rows + rows, rows_total, stats, committed=False))
+
+    runner.on_batch = batch_done
     try:
         for c in pending:
             start, stop = store.chunk_bounds(c)
+            in_flight.update(chunk=c, rows=stop - start, groups=0)
             prompts = cols["prompt"][start:stop].to_pylist()
             chosen = cols["chosen"][start:stop].to_pylist()
             rejected = cols["rejected"][start:stop].to_pylist()
