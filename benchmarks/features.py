@@ -194,7 +194,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         run_name = f"coala[{vname}]"
         C, R = data[best_linear]
         log(f"COALA candidate {run_name} on {best_linear}: {spec_json}")
-        run(best_linear, {run_name: fitters_for(["coala"], 20, args.seed, spec)["coala"]}, val_fraction)
+        try:
+            run(best_linear, {run_name: fitters_for(["coala"], 20, args.seed, spec)["coala"]}, val_fraction)
+        except Exception as err:  # noqa: BLE001 - one failing candidate must not lose the others' results
+            log(f"COALA candidate {run_name} failed: {type(err).__name__}: {err}")
 
     ref = results[(best_linear, "linear_bt")]
     rows = []
