@@ -30,7 +30,7 @@ import warnings
 import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 import zarr
@@ -50,6 +50,17 @@ READABLE_FORMATS = (1, 2)
 _COMMITTED_BIT = 1 << 32
 DTYPES = ("float16", "float32")
 DEFAULT_CHUNK_ROWS = 4096
+
+
+def _array(group: zarr.Group, name: str, uri: str) -> zarr.Array:
+    """The array ``name`` of a store's group (``StoreError`` when it is missing or not an array)."""
+    try:
+        node = group[name]
+    except KeyError:
+        raise StoreError(f"{uri}: feature store is missing its array {name!r}") from None
+    if not isinstance(node, zarr.Array):
+        raise StoreError(f"{uri}: {name!r} is not an array in the feature store")
+    return node
 
 
 def _store_for(uri: str | Path) -> Any:
@@ -116,15 +127,12 @@ class FeatureStore:
         self.format = attrs.get("coala_feature_store")
         if self.format not in READABLE_FORMATS:
             raise StoreError(f"{uri}: not a COALA feature store (format {self.format!r})")
-        try:
-            self._chosen = group["chosen"]
-            self._rejected = group["rejected"]
-            self._pair_id = group["pair_id"]
-            self._committed = group["committed"]
-        except KeyError as err:
-            raise StoreError(f"{uri}: feature store is missing its array {err}") from None
+        self._chosen = _array(group, "chosen", uri)
+        self._rejected = _array(group, "rejected", uri)
+        self._pair_id = _array(group, "pair_id", uri)
+        self._committed = _array(group, "committed", uri)
         self.checksummed = self.format >= 2
-        self.provenance: dict[str, Any] = dict(attrs.get("provenance", {}))
+        self.provenance: dict[str, Any] = dict(cast(Mapping[str, Any], attrs.get("provenance") or {}))
         self.n_rows, self.dim = (int(s) for s in self._chosen.shape)
         self.chunk_rows = int(self._chosen.chunks[0])
         self.dtype = str(self._chosen.dtype)
@@ -185,7 +193,7 @@ class FeatureStore:
         return cls(group, str(uri))
 
     @classmethod
-    def open(cls, uri: str | Path, *, mode: str = "r+") -> FeatureStore:
+    def open(cls, uri: str | Path, *, mode: Literal["r", "r+", "a", "w", "w-"] = "r+") -> FeatureStore:
         if not _exists(uri):
             raise MissingInputError(f"feature store not found: {uri}")
         return cls(zarr.open_group(store=_store_for(uri), mode=mode), str(uri))
@@ -431,17 +439,17 @@ class FeatureStore:
                 self._group.create_array(f"extra_{name}", shape=arr.shape, dtype=arr.dtype, fill_value=0)
             except zarr.errors.ContainsArrayError:
                 pass  # another shard created it concurrently; the value check below still applies
-            self._group[f"extra_{name}"][...] = arr
+            _array(self._group, f"extra_{name}", self.uri)[...] = arr
             existing = self.read_extra(name)
         if existing is None or existing.shape != arr.shape or not np.array_equal(existing, arr):
             raise ProvenanceMismatchError(f"{self.uri}: stored extra array {name!r} differs from the one given")
 
     def read_extra(self, name: str) -> np.ndarray | None:
         """The array saved by :meth:`write_extra`, or None."""
-        try:
-            return np.asarray(self._group[f"extra_{name}"][...])
-        except KeyError:
+        key = f"extra_{name}"
+        if key not in self._group:
             return None
+        return np.asarray(_array(self._group, key, self.uri)[...])
 
     def verify(self) -> dict[str, Any]:
         """Check completeness, shapes, every chunk's checksum, pair ids and finiteness; raise StoreError on a fault."""

@@ -246,8 +246,8 @@ def read_pairs(path: str | Path, *, validate: bool = True) -> pa.Table:
         if stored is not None and digest != stored.decode():
             raise DataError(f"{p}: content digest does not match the digest stored at write time (file modified?)")
     if stored is None:
-        digest = digest or pairs_digest(t)
-    return t.replace_schema_metadata({DIGEST_KEY: stored or digest.encode()})
+        stored = (digest or pairs_digest(t)).encode()
+    return t.replace_schema_metadata({DIGEST_KEY: stored})
 
 
 def table_digest(table: pa.Table) -> str:

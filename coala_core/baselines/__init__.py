@@ -13,7 +13,8 @@ from coala_core.evaluation.evaluate import Evaluation, evaluate_rewards
 
 
 class Scorer(Protocol):
-    beta: float
+    @property
+    def beta(self) -> float: ...
 
     def score(self, features: np.ndarray) -> np.ndarray: ...
 

@@ -71,6 +71,8 @@ def fit_linear_bt(
         key = (-row["val_accuracy"], row["val_log_loss"])
         if best_key is None or key < best_key:
             best_key, best = key, (w.copy(), l2)
+    if best is None:
+        raise ValueError("l2_grid: empty; give at least one l2 value")
     for row in table:
         row["chosen"] = row["l2"] == best[1]
     return LinearBTHead(w=best[0], mean=mean, scale=scale, l2=best[1], selection=table)

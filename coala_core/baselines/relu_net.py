@@ -80,13 +80,15 @@ def fit_relu_net(
 ) -> ReluNetHead:
     """Train the network once per learning rate; keep the best validation accuracy over lr and epoch."""
     mean, scale = standardiser(Fw, Fl)
-    Z = [(np.asarray(a, np.float64) - mean) / scale for a in (Fw, Fl, Fw_val, Fl_val)]
+    Zw, Zl, Zvw, Zvl = ((np.asarray(a, np.float64) - mean) / scale for a in (Fw, Fl, Fw_val, Fl_val))
     table, winner = [], None
     for lr in lr_grid:
-        (acc, epoch, W1, w2), curve = _train_one(*Z, width, lr, epochs, batch_size, weight_decay, seed)
+        (acc, epoch, W1, w2), curve = _train_one(Zw, Zl, Zvw, Zvl, width, lr, epochs, batch_size, weight_decay, seed)
         table.append({"lr": lr, "val_accuracy": acc, "best_epoch": epoch, "final_val_accuracy": curve[-1]})
         if winner is None or acc > winner[0]:
             winner = (acc, lr, epoch, W1.numpy(), w2.numpy())
+    if winner is None:
+        raise ValueError("lr_grid: empty; give at least one learning rate")
     for row in table:
         row["chosen"] = row["lr"] == winner[1]
     return ReluNetHead(W1=winner[3], w2=winner[4], mean=mean, scale=scale, lr=winner[1], epoch=winner[2],

@@ -201,10 +201,11 @@ def import_rated(records: list[Record], cfg: ImportConfig, drops: Counter[str], 
             drops["rating_tie"] += 1
             continue
         pid = f"{cfg.source_name}-p{key}"
+        meta: Row = {"score_field": cfg.score_field, "score_chosen": best[2], "score_rejected": worst[2],
+                     "n_responses": len(group), "chosen_line": best[3], "rejected_line": worst[3],
+                     **_group_split(group)}
         rows.append({"pair_id": pid, "prompt": best[0], "chosen": best[1], "rejected": worst[1], "group_id": pid,
-                     "meta": {"score_field": cfg.score_field, "score_chosen": best[2], "score_rejected": worst[2],
-                              "n_responses": len(group), "chosen_line": best[3], "rejected_line": worst[3],
-                              **_group_split(group)}})
+                     "meta": meta})
     return rows
 
 

@@ -36,9 +36,9 @@ class HeadSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    phase1: Phase1Config = Field(default_factory=Phase1Config)
-    phase2: Phase2Config = Field(default_factory=Phase2Config)
-    train: TrainConfig = Field(default_factory=TrainConfig)
+    phase1: Phase1Config = Field(default_factory=lambda: Phase1Config.build())
+    phase2: Phase2Config = Field(default_factory=lambda: Phase2Config.build())
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig.build())
 
     @classmethod
     def build(cls, data: Mapping[str, Any] | None = None, **sections: Any) -> HeadSpec:

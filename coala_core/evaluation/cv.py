@@ -37,7 +37,7 @@ class Scorer(Protocol):
 Fitter = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], Scorer]
 
 
-def _group_index(groups: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+def _group_index(groups: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     g = np.asarray(groups, dtype=str)
     if g.ndim != 1 or g.size == 0:
         raise DataError("groups: need one group label per pair (got none)")
@@ -45,7 +45,7 @@ def _group_index(groups: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     return inverse, np.bincount(inverse, minlength=uniq.size)
 
 
-def group_folds(groups: Sequence[Any], k: int, seed: int = 0) -> np.ndarray:
+def group_folds(groups: Sequence[Any] | np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     """Fold index (n,) in 0..k-1 of each pair; no group is split across folds; folds balanced in pairs."""
     inverse, sizes = _group_index(groups)
     if k < 2:
@@ -64,7 +64,7 @@ def group_folds(groups: Sequence[Any], k: int, seed: int = 0) -> np.ndarray:
     return fold_of_group[inverse]
 
 
-def inner_split(groups: Sequence[Any], fraction: float = 0.15, seed: int = 0) -> np.ndarray:
+def inner_split(groups: Sequence[Any] | np.ndarray, fraction: float = 0.15, seed: int = 0) -> np.ndarray:
     """Boolean mask (n,) of validation rows: seeded whole groups until ``fraction`` of the rows (at least one
     group, never all of them)."""
     if not 0.0 < fraction < 1.0:
@@ -73,7 +73,8 @@ def inner_split(groups: Sequence[Any], fraction: float = 0.15, seed: int = 0) ->
     if sizes.size < 2:
         raise DataError("cv: a training fold needs at least two groups (one for validation)")
     target = fraction * inverse.size
-    chosen, total = [], 0
+    chosen: list[Any] = []
+    total = 0
     for g in np.random.default_rng(seed).permutation(sizes.size):
         if total >= target or len(chosen) == sizes.size - 1:
             break
@@ -93,7 +94,7 @@ class CVResult:
     k: int = 0
 
 
-def cross_validate(chosen: np.ndarray, rejected: np.ndarray, groups: Sequence[Any], fitters: Mapping[str, Fitter],
+def cross_validate(chosen: np.ndarray, rejected: np.ndarray, groups: Sequence[Any] | np.ndarray, fitters: Mapping[str, Fitter],
                    *, k: int = 5, seed: int = 0, val_fraction: float = 0.15,
                    on_fold: Callable[[dict[str, Any]], None] | None = None) -> CVResult:
     """Fit every method on each training fold (selecting on its inner validation groups) and score the

@@ -45,7 +45,7 @@ def reward_warnings(r_w: np.ndarray, r_l: np.ndarray, beta: float = 1.0, *, name
 
 def tied_selection_warning(table: Sequence[Mapping[str, Any]], what: str, key: str = "val_accuracy") -> list[str]:
     """A warning when every candidate of ``table`` (two or more) has the same ``key``."""
-    vals = [row.get(key) for row in table if row.get(key) is not None and np.isfinite(row.get(key))]
+    vals = [float(v) for row in table if (v := row.get(key)) is not None and np.isfinite(v)]
     if len(vals) >= 2 and max(vals) == min(vals):
         return [f"{what}: all {len(vals)} selection points tied at validation accuracy {vals[0]:.4f}; "
                 "the choice fell to the tie-break"]
@@ -54,8 +54,7 @@ def tied_selection_warning(table: Sequence[Mapping[str, Any]], what: str, key: s
 
 def chance_path_warning(path: Sequence[Mapping[str, Any]], n_validation: int | None) -> list[str]:
     """A warning when no Phase I path point's validation accuracy leaves the coin's 95% band."""
-    accs = [row.get("val_accuracy") for row in path]
-    accs = [a for a in accs if a is not None and np.isfinite(a)]
+    accs = [float(a) for row in path if (a := row.get("val_accuracy")) is not None and np.isfinite(a)]
     if not accs or not n_validation:
         return []
     half = Z95 * 0.5 / np.sqrt(n_validation)

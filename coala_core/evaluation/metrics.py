@@ -151,7 +151,7 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
-def monotonicity(curve: Sequence[float], increasing: bool = True) -> dict[str, float]:
+def monotonicity(curve: Sequence[float] | np.ndarray, increasing: bool = True) -> dict[str, float]:
     """How monotone a curve over iterations is.
 
     ``share_monotone``: share of successive steps that do not go the wrong way; ``spearman``: rank

@@ -66,7 +66,7 @@ def mcnemar_exact(score_a: np.ndarray, score_b: np.ndarray) -> McNemar:
     return McNemar(n_b, n_c, binomial_two_sided(n_b, n_b + n_c))
 
 
-def _group_members(groups: Sequence[Any] | None, n: int) -> list[np.ndarray]:
+def _group_members(groups: Sequence[Any] | np.ndarray | None, n: int) -> list[np.ndarray]:
     if groups is None:
         return [np.array([i]) for i in range(n)]
     g = np.asarray(groups, dtype=str)
@@ -78,7 +78,7 @@ def _group_members(groups: Sequence[Any] | None, n: int) -> list[np.ndarray]:
     return np.split(order, bounds)
 
 
-def group_bootstrap_means(values: np.ndarray, groups: Sequence[Any] | None, *, n_boot: int = 1000,
+def group_bootstrap_means(values: np.ndarray, groups: Sequence[Any] | np.ndarray | None, *, n_boot: int = 1000,
                           seed: int = 0) -> np.ndarray:
     """Bootstrap distribution (n_boot, k) of the column means of ``values`` (n, k), resampling whole groups."""
     v = np.asarray(values, np.float64)
@@ -118,7 +118,7 @@ class PairedComparison:
         return asdict(self)
 
 
-def paired_difference(score_a: np.ndarray, score_b: np.ndarray, groups: Sequence[Any] | None = None, *,
+def paired_difference(score_a: np.ndarray, score_b: np.ndarray, groups: Sequence[Any] | np.ndarray | None = None, *,
                       n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
     """mean(score_a - score_b) and its percentile group-bootstrap interval at ``level``."""
     a, b = np.asarray(score_a, np.float64).ravel(), np.asarray(score_b, np.float64).ravel()
@@ -130,14 +130,14 @@ def paired_difference(score_a: np.ndarray, score_b: np.ndarray, groups: Sequence
 
 
 def compare_pair(name_a: str, score_a: np.ndarray, name_b: str, score_b: np.ndarray,
-                 groups: Sequence[Any] | None = None, *, n_boot: int = 1000, seed: int = 0) -> PairedComparison:
+                 groups: Sequence[Any] | np.ndarray | None = None, *, n_boot: int = 1000, seed: int = 0) -> PairedComparison:
     diff, lo, hi = paired_difference(score_a, score_b, groups, n_boot=n_boot, seed=seed)
     test = mcnemar_exact(score_a, score_b)
     return PairedComparison(name_a, name_b, float(np.mean(score_a)), float(np.mean(score_b)), diff, lo, hi,
                             test.b, test.c, test.p_value, int(np.size(score_a)))
 
 
-def compare_methods(rewards: Mapping[str, tuple[np.ndarray, np.ndarray]], groups: Sequence[Any] | None = None,
+def compare_methods(rewards: Mapping[str, tuple[np.ndarray, np.ndarray]], groups: Sequence[Any] | np.ndarray | None = None,
                     *, n_boot: int = 1000, seed: int = 0) -> list[PairedComparison]:
     """Every pair of methods (in the mapping's order) on the same pairs: name -> (r_w, r_l) (n,) each."""
     scores = {name: pair_scores(*rw) for name, rw in rewards.items()}

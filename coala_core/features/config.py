@@ -216,7 +216,7 @@ def feature_store_key(
     cfg = extraction_config if isinstance(extraction_config, dict) else extraction_config.to_dict()
     relevant = {k: cfg.get(k) for k in (*_PROVENANCE_FIELDS, *_LAYOUT_FIELDS)}
     layers = cfg.get("layers", cfg.get("layer", -1))
-    relevant["layers"] = [layers] if isinstance(layers, int) else list(layers)
+    relevant["layers"] = [layers] if isinstance(layers, int) else list(layers or [])
     relevant["share_prefix"] = cfg.get("share_prefix", True)
     if cfg.get("pooling") == "attention":
         relevant["attention_seed"] = cfg.get("attention_seed")

@@ -49,17 +49,17 @@ class GroupOutput:
 
 @dataclass
 class _Stats:
-    """Per-sequence segment statistics of one layer (float32)."""
+    """Per-sequence segment statistics of one layer (float32 tensors; each set by the pass that needs it)."""
 
-    sum_all: torch.Tensor | None = None
-    n_all: torch.Tensor | None = None
-    sum_proper: torch.Tensor | None = None
-    n_proper: torch.Tensor | None = None
-    last_all: torch.Tensor | None = None
-    last_proper: torch.Tensor | None = None
-    att_max: torch.Tensor | None = None
-    att_z: torch.Tensor | None = None
-    att_s: torch.Tensor | None = None
+    sum_all: Any = None
+    n_all: Any = None
+    sum_proper: Any = None
+    n_proper: Any = None
+    last_all: Any = None
+    last_proper: Any = None
+    att_max: Any = None
+    att_z: Any = None
+    att_s: Any = None
 
 
 @dataclass

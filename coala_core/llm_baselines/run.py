@@ -76,7 +76,7 @@ def run_preference_baseline(train_rows: Sequence[Mapping[str, Any]], test_rows: 
     scored = score_pairs(res.policy, tok, test_text, config, reference=res.reference)
     groups = [str(r.get("group_id", r.get("pair_id"))) for r in test_rows]
     ev = evaluate_rewards(scored.r_w, scored.r_l, groups=groups, n_boot=n_boot, seed=seed)
-    base = None if scored.base_r_w is None else (scored.base_r_w, scored.base_r_l)
+    base = None if scored.base_r_w is None or scored.base_r_l is None else (scored.base_r_w, scored.base_r_l)
     return BaselineRun(
         method=config.method, config=config, pair_ids=[str(r["pair_id"]) for r in test_rows], groups=groups,
         r_w=scored.r_w, r_l=scored.r_l, evaluation=ev, trl_metrics=scored.metrics, log_history=res.log_history,

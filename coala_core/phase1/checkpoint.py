@@ -32,7 +32,7 @@ def save_checkpoint(path: str | Path, state: ADMMState, history: dict[str, list[
     """Atomically write ``state``, ``history`` and fingerprint ``fp`` to ``path`` (.npz)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {k: to_numpy(getattr(state, k)) for k in _ARRAYS}
+    arrays: dict[str, Any] = {k: to_numpy(getattr(state, k)) for k in _ARRAYS}
     arrays["scalars"] = np.array([state.rho, state.k, state.n_avg], dtype=np.float64)
     arrays["fingerprint"] = np.frombuffer(fp.encode(), dtype=np.uint8)
     for key, vals in history.items():

@@ -80,7 +80,7 @@ class PreparedRows:
                 pairs_r.append(np.arange(offset + k, offset + 2 * k))
             offset += m
         self.y = self.xp.concatenate(ys)
-        self.pairs = None
+        self.pairs: Any = None  # (chosen row indices, rejected row indices) of a paired source
         if pairs_c:
             self.pairs = (self.xp.asarray(np.concatenate(pairs_c)), self.xp.asarray(np.concatenate(pairs_r)))
         if gates is None:
@@ -166,7 +166,7 @@ class PreparedRows:
     def _pairwise_grams(self, with_H: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         xp, P, d = self.xp, self.P, self.d
         XtX = xp.zeros((d, d), dtype=xp.float64)
-        H = xp.zeros((P * d, P * d), dtype=xp.float64) if with_H else None
+        H: Any = xp.zeros((P * d, P * d), dtype=xp.float64) if with_H else None
         Fty = xp.zeros((P, d), dtype=xp.float64)
         for _, _, Xb in self.blocks():
             XtX += (Xb.T @ Xb).astype(xp.float64)
@@ -199,7 +199,7 @@ class PreparedRows:
             return self.source.grams(self.standardizer, self.gates, with_H, self.dtype)
         xp, P, d = self.xp, self.P, self.d
         XtX = xp.zeros((d, d), dtype=xp.float64)
-        H = xp.zeros((P * d, P * d), dtype=xp.float64) if with_H else None
+        H: Any = xp.zeros((P * d, P * d), dtype=xp.float64) if with_H else None
         Fty = xp.zeros((P, d), dtype=xp.float64)
         for start, stop, Xb in self.blocks():
             Db = (self.E[start:stop] > 0).astype(Xb.dtype)

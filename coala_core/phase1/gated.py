@@ -57,11 +57,14 @@ def solve_gated(rows: PreparedRows, H: Any, Fty: Any, beta: float, tol: float, m
     """FISTA with gradient-based restart; returns a (P, d), converged flag, history."""
     xp = rows.xp
     b = xp.asarray(Fty, dtype=xp.float64)
+    grad: Callable[[Any], Any]
     if H is not None:
         Hx = xp.asarray(H, dtype=xp.float64)
 
-        def grad(a: Any) -> Any:
+        def grad_from_gram(a: Any) -> Any:
             return ((Hx @ a.reshape(-1)).reshape(rows.P, rows.d) - b) / rows.n_loss
+
+        grad = grad_from_gram
     else:
         grad = _grad_from_data(rows, Fty)
     L = _lipschitz(rows, H, grad, Fty, seed)

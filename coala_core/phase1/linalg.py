@@ -102,6 +102,8 @@ class StructuredUStep:
 
     def _a_matrix(self, rho: float) -> Any:
         xp, P, d = self.xp, self.P, self.d
+        if self.H is None:
+            raise ValueError("the exact u-step factor needs the Gram H (built when solver == 'admm')")
         M = (2.0 / (self.n * rho)) * self.H
         blk = xp.eye(d) + self.alpha**2 * self.XtX
         for i in range(P):

@@ -156,7 +156,7 @@ def accelerated_gradient(
         record = observe is not None and state.iteration % every == 0
         if record or state.iteration % 10 == 0 or state.iteration == max_iter:
             gnorm = float(np.linalg.norm(design.gradient(state.x)))
-        if record:
+        if record and observe is not None:
             observe(state.iteration, state.x, state.value, gnorm)
     gnorm = float(np.linalg.norm(design.gradient(state.x)))
     converged = gnorm <= tol
