@@ -150,7 +150,7 @@ class TextGenerator:
         device = next(self.model.parameters()).device
         generator = torch.Generator(device=device).manual_seed(self.config.seed)
         n = self.config.n if mode == "rerank" else 1
-        expanded = [p for p in prompts for _ in range(n)]
+        expanded: list[list[Message]] = [list(p) for p in prompts for _ in range(n)]
         t0 = time.perf_counter()
         ids = self._decode_all(expanded, generator, stats, guided=(mode == "guided"))
         texts = [self.tokenizer.decode(x, skip_special_tokens=True) for x in ids]
@@ -164,7 +164,7 @@ class TextGenerator:
             cands = [Candidate(texts[j * n + c], float(rewards[j * n + c]), len(ids[j * n + c])) for c in range(n)]
             ranked = sorted(cands, key=lambda c: -c.reward)  # stable: ties keep sampling order
             best = ranked[0]
-            results.append(Generation(prompt, best.text, best.reward, best.tokens, ranked if mode == "rerank" else []))
+            results.append(Generation(list(prompt), best.text, best.reward, best.tokens, ranked if mode == "rerank" else []))
         stats.output_tokens = sum(g.tokens for g in results)
         return results, stats
 

@@ -93,8 +93,8 @@ def test_failed_stage_ends_its_run_failed(tmp_path: Path) -> None:
 def test_admm_monitor_logs_path_metrics_and_phase1_head_scores(tmp_path: Path) -> None:
     import numpy as np
 
-    from coala_core.phase1 import Phase1Config, fit_phase1_path
     from coala_core.engine.fit import phase1_head
+    from coala_core.phase1 import Phase1Config, fit_phase1_path
     from tasks.artifacts import Progress
     from tasks.tracking import start_run
     from tasks.training import AdmmMonitor
