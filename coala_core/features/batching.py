@@ -86,6 +86,7 @@ class GroupRunner:
     oom_backoffs: int = 0
     useful_tokens: int = 0
     computed_tokens: int = 0
+    on_batch: Callable[[int], None] | None = None  # called with the number of groups of each finished batch
 
     def run(self, groups: list, texts_per_group: int) -> list:
         outputs: list = []
@@ -107,4 +108,6 @@ class GroupRunner:
             self.useful_tokens += int(out.tokens)  # type: ignore[attr-defined]
             self.computed_tokens += int(out.computed_tokens)  # type: ignore[attr-defined]
             i += len(batch)
+            if self.on_batch is not None:
+                self.on_batch(len(batch))
         return outputs

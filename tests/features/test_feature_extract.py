@@ -103,8 +103,9 @@ WORKER = textwrap.dedent(
     table = make_pairs(24)
     store = FeatureStore.open_or_create({uri!r}, n_rows=24, dim=32, chunk_rows=2, provenance=ex.provenance("digest-1"))
     def progress(ev):
-        print("committed", ev.chunk_index, flush=True)
-        time.sleep(0.4)
+        if ev.committed:  # events also come per model batch (committed=False)
+            print("committed", ev.chunk_index, flush=True)
+            time.sleep(0.4)
     extract_features(table, store, cfg, extractor=ex, progress=progress, show_progress=False)
     print("finished", flush=True)
     """

@@ -65,3 +65,26 @@ def test_extraction_and_pipeline_bars(monkeypatch: pytest.MonkeyPatch) -> None:
         p.update(0.5)
         p.done()
     assert not PROGRESS_LISTENERS and "Extracting features" in err.getvalue() and "100%" in err.getvalue()
+
+
+def test_extraction_progress_moves_every_batch_not_every_chunk(tiny_model, tmp_path) -> None:
+    """One chunk of 24 rows, batches of 4 texts: progress events arrive per batch (rows_done rising inside
+    the chunk, ``committed=False``), then once for the committed chunk."""
+    from coala_core.features import ExtractionConfig, FeatureExtractor, extract_features, load_model
+    from storage import FeatureStore
+    from storage.pairs import from_records
+
+    n = 24
+    table = from_records([{"pair_id": f"p{i}", "prompt": [{"role": "user", "content": f"question {i} about spoons"}],
+                           "chosen": f"a helpful answer number {i}", "rejected": f"no {i}", "source": "t",
+                           "group_id": f"g{i}", "split": "train", "meta": "{}"} for i in range(n)])
+    cfg = ExtractionConfig.build(model=str(tiny_model), chunk_rows=n, batch_size=4, max_tokens=32)
+    ex = FeatureExtractor(load_model(cfg), cfg)
+    store = FeatureStore.open_or_create(tmp_path / "s.zarr", n_rows=n, dim=ex.dim, dtype=cfg.store_dtype,
+                                        chunk_rows=cfg.chunk_rows, provenance=ex.provenance("d"))
+    events: list = []
+    extract_features(table, store, cfg, extractor=ex, progress=events.append, show_progress=False)
+    partial = [e for e in events if not e.committed]
+    assert len(partial) >= 3 and [e.rows_done for e in partial] == sorted(e.rows_done for e in partial)
+    assert 0 < partial[0].rows_done < n and all(e.rows_done < n for e in partial)
+    assert events[-1].committed and events[-1].rows_done == n and store.is_complete
