@@ -48,7 +48,9 @@ def coala_pipeline(config_path: str, overrides: dict[str, Any] | None = None,
 
     ``params`` are the typed overrides of the UI's run form; ``overrides`` dotted keys (``--set``), applied
     after them."""
-    merged = {**(params.to_overrides() if params is not None else {}), **(overrides or {})}
+    # PipelineParams is named in the body on purpose: a served run gets this function pickled by value, with only
+    # the globals its code uses, and Prefect's parameter model needs the class behind the string annotation
+    merged = {**(PipelineParams.model_validate(params).to_overrides() if params is not None else {}), **(overrides or {})}
     config = PipelineConfig.from_yaml(config_path, merged)
     return run_pipeline(config)
 
