@@ -2,7 +2,9 @@
 
 For each stage (data build, features extract, train, evaluate) a reference run in its own folder gives the
 expected output and a wall time T. In the faulted folder the stage is started ``kills`` times and killed with
-SIGKILL after a uniform random delay in [0.1 T, 1.1 T] (a run that ends first counts as not faulted); after each
+SIGKILL after a uniform random delay in [0.1 T, 1.1 T] (a run that ends first counts as not faulted; every
+other extraction kill instead lands 0-0.1 s after a chunk commit, so appends are cut mid-store, and a store that
+a run completed is removed, so the next kill cuts an append again); after each
 kill the visible state must be valid (the output absent, or complete and equal to the reference; committed
 chunks all intact). Then the stage runs to completion and must equal the reference bit for bit, with no temp
 leftovers. The figures: faults injected, rows lost, silent changes (a partial or different output seen).
@@ -16,6 +18,7 @@ import argparse
 import hashlib
 import json
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -27,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from harness import COALA, ENV, REPO  # noqa: E402
 
-FEATURES_YAML = "features:\n  chunk_rows: 8\n  max_tokens: 48\n  batch_size: 8\n  device: cpu\n  dtype: float32\n"
+FEATURES_YAML = "features:\n  chunk_rows: 4\n  max_tokens: 48\n  batch_size: 8\n  device: cpu\n  dtype: float32\n"
 TRAIN_YAML = ("phase1:\n  n_patterns: 4\n  max_iter: 200\n  path_n_betas: 3\n  tol: 1.0e-3\n"
               "phase2:\n  beta_grid: [1.0]\n  gamma_grid: [0.0]\n  l2_grid: [1.0e-2, 1.0]\n  max_iter: 30\n")
 
@@ -119,6 +122,22 @@ def run(cmd: list[str], timeout: float = 900) -> tuple[int, float, str]:
     return res.returncode, time.monotonic() - t0, res.stderr
 
 
+def _wait_first_commit(store: Path, proc: subprocess.Popen, timeout: float = 600) -> None:
+    """Return once the store being written has a newly committed chunk (or the writer ended)."""
+    from storage.feature_store import FeatureStore
+
+    def committed() -> int:
+        try:
+            return len(FeatureStore.open(store, mode="r").completed_chunks())
+        except Exception:  # noqa: BLE001 - not created yet
+            return 0
+
+    start = committed()
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline and committed() <= start:
+        time.sleep(0.02)
+
+
 def leftovers(root: Path) -> list[str]:
     return [str(p) for p in root.rglob("*.tmp")]
 
@@ -137,9 +156,12 @@ def campaign(base: Path, model: Path, *, kills: int, seed: int, stages: tuple[st
             raise RuntimeError(f"reference {stage} failed: {err[-1500:]}")
         expected = snapshot(stage, ref_root)
         per = figs.per_stage.setdefault(stage, {"kills": 0, "finished_first": 0})
-        for _ in range(kills if stage in stages else 0):
+        for k in range(kills if stage in stages else 0):
             delay = rng.uniform(0.1, 1.1) * wall
             proc = subprocess.Popen([COALA, *cmds[stage]], cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            if stage == "features" and k % 2 == 1:  # every other kill lands while chunks are being committed
+                _wait_first_commit(root / "fs.zarr", proc)
+                delay = rng.uniform(0.0, 0.1)
             try:
                 proc.wait(timeout=delay)
                 per["finished_first"] += 1
@@ -160,6 +182,11 @@ def campaign(base: Path, model: Path, *, kills: int, seed: int, stages: tuple[st
             if seen is not None and stage != "features" and seen != expected:
                 figs.silent_changes += 1
                 figs.problems.append(f"{stage}: after a kill the output is {seen}, expected absent or {expected}")
+            if stage == "features" and seen and seen.get("sha") is not None:
+                if seen["sha"] != expected["sha"]:
+                    figs.silent_changes += 1
+                    figs.problems.append("features: a complete store differs from the reference after a kill")
+                shutil.rmtree(root / "fs.zarr")  # complete: start over, so the next kill cuts an append again
         rc, _, err = run(cmds[stage])
         final = snapshot(stage, root) if rc == 0 else None
         if rc != 0 or final != expected:
