@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import PROV, make_pairs, write_store
 
 from coala_core.engine.fit import fit_head
@@ -24,7 +25,14 @@ SPEC = HeadSpec.build({"phase1": {"n_patterns": 3, "path_n_betas": 2, "max_iter"
                        "phase2": {"l2_grid": [0.1], "gamma_grid": [0.0], "beta_grid": [1.0]}})
 
 
-def test_stage_bodies_write_the_cli_head_and_one_run_each(tmp_path: Path) -> None:
+@pytest.fixture()
+def own_tracking_uri(monkeypatch):
+    """mlflow.set_tracking_uri (called by TrackingContext.client) exports MLFLOW_TRACKING_URI for the whole
+    process: start without it, and monkeypatch removes this test's value at teardown."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def test_stage_bodies_write_the_cli_head_and_one_run_each(tmp_path: Path, own_tracking_uri) -> None:
     chosen, rejected = make_pairs(60, 4)
     parts = {"train": np.arange(40), "validation": np.arange(40, 50), "test": np.arange(50, 60)}
     stores, records = {}, []
