@@ -27,10 +27,19 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def prefect_harness():
+    """One Prefect test server per session, shared by the test folders that need one (a second harness
+    nested in the first loses the client's events: task runs never reach the server)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    if os.environ.get("COALA_TEST_PREFECT_HARNESS"):  # started by another folder's conftest
         yield
+        return
+    with prefect_test_harness(server_startup_timeout=120):
+        os.environ["COALA_TEST_PREFECT_HARNESS"] = "1"
+        try:
+            yield
+        finally:
+            os.environ.pop("COALA_TEST_PREFECT_HARNESS", None)
 
 
 def tiny_overrides(model: Path, workdir: Path, **extra: object) -> dict[str, object]:
