@@ -12,6 +12,7 @@ An iterate whose cone violation (RMS) exceeds MAX_CONE_VIOLATION does not count 
     .venv/bin/python benchmarks/solver.py --n 8000   # quick
     .venv/bin/python benchmarks/solver.py --backend cupy
     .venv/bin/python benchmarks/solver.py --features STORE --pairs PAIRS --beta-scaled 1e-2   # real features
+    .venv/bin/python benchmarks/solver.py --rho-table --tol 1e-6   # iterations per beta on small problems
 """
 
 from __future__ import annotations
@@ -103,8 +104,48 @@ def trajectory(res, setup: float, ref: float) -> tuple[np.ndarray, np.ndarray]: 
     return np.where(viol <= MAX_CONE_VIOLATION, gaps, np.inf), secs
 
 
+def small_rows(seed: int, n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """The tests' small problems (tests/phase1/phase1_helpers.tiny): X (n, d), y = a noisy ReLU rule."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)).astype(np.float32).astype(np.float64)
+    w = rng.standard_normal(d)
+    y = np.where(np.maximum(X @ w, 0) - 0.5 * np.maximum(-X @ w, 0) + 0.3 * rng.standard_normal(n) > 0, 1.0, -1.0)
+    return X, y
+
+
+#: (seed, n, P, d) of the small problems of issue 10 item 6 (a few hundred rows, d about 10, P up to 8)
+SMALL = [(2, 300, 8, 8), (1, 200, 6, 8), (3, 212, 6, 10), (4, 400, 8, 10)]
+RHO_VARIANTS = {"fixed rho=1": {"rho_rule": "fixed", "rho": 1.0}, "rho=100 beta": {"rho_rule": "beta"},
+                "rho=100 beta + anderson 10": {"rho_rule": "beta", "anderson_memory": 10}}
+
+
+def rho_table(tol: float, max_iter: int, variants: list[str]) -> dict[str, list[list[int]]]:
+    """Iterations to ``tol`` per beta (3e-2, 1e-2, 3e-3, 1e-3; cold solves) on the SMALL problems."""
+    out = {}
+    for name in variants:
+        rows, t0 = [], time.perf_counter()
+        for seed, n, P, d in SMALL:
+            X, y = small_rows(seed, n, d)
+            solver = prepare(X, y, make_config(None, dict(RHO_VARIANTS[name], n_patterns=P, tol=tol,
+                                                          max_iter=max_iter)))
+            its = []
+            for beta in (3e-2, 1e-2, 3e-3, 1e-3):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    res, _ = solver.solve(beta)
+                its.append(res.iterations)
+            rows.append(its)
+        out[name] = rows
+        print(f"{name}: iterations per beta (3e-2, 1e-2, 3e-3, 1e-3) per problem {rows} "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rho-table", action="store_true", help="only the rho-rule table on the small problems")
+    ap.add_argument("--tol", type=float, default=1e-6, help="tol of --rho-table")
+    ap.add_argument("--variants", default="fixed rho=1,rho=100 beta", help="comma-separated RHO_VARIANTS keys")
     ap.add_argument("--n", type=int, default=50_000, help="rows (2 per pair)")
     ap.add_argument("--d", type=int, default=576)
     ap.add_argument("--P", type=int, default=10)
@@ -119,6 +160,11 @@ def main() -> None:
     ap.add_argument("--pairs", default=None, help="the pairs Parquet of --features (its split column picks rows)")
     ap.add_argument("--beta-scaled", type=float, default=None, help="beta of the 1/n-scaled loss (overrides --beta-unscaled)")
     args = ap.parse_args()
+    if args.rho_table:
+        table = rho_table(args.tol, 5000, args.variants.split(","))
+        if args.json:
+            Path(args.json).write_text(json.dumps(table, indent=2))
+        return
 
     if args.features:
         train, val = real_pairs(args.features, args.pairs)
@@ -140,7 +186,7 @@ def main() -> None:
     # 1. ours, long and tight: reference optimum and our trajectory
     cfg = make_config(None, dict(common, tol=1e-9, max_iter=args.ref_iters))
     t0 = time.perf_counter()
-    solver = prepare(train, None, cfg)
+    solver = prepare(train, None, cfg, val)
     setup = time.perf_counter() - t0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -151,18 +197,21 @@ def main() -> None:
     out["ours"] = {"setup_s": setup, "iterations": ours.iterations, "converged": ours.converged,
                    "objective": ref, "cone_violation": ours.cone_violation, "iteration_s": it_s,
                    "t_1e-3": time_to(g_ours, s_ours, 1e-3), "t_1e-4": time_to(g_ours, s_ours, 1e-4),
-                   "t_1e-6": time_to(g_ours, s_ours, 1e-6), "train_accuracy": ours.train_accuracy}
+                   "t_1e-6": time_to(g_ours, s_ours, 1e-6), "train_accuracy": ours.train_accuracy,
+                   "val_accuracy": ours.val_accuracy}
     print(f"ours: set-up {setup:.1f} s, {ours.iterations} iterations ({it_s * 1e3:.0f} ms each), converged="
-          f"{ours.converged}, F*={ref:.10g}, cone violation {ours.cone_violation:.2e}")
+          f"{ours.converged}, F*={ref:.10g}, cone violation {ours.cone_violation:.2e}, held-out accuracy of the "
+          f"returned iterate {ours.val_accuracy:.3f}")
 
     # 2. cronos mode (the authors' u-step) on the same problem: same gates, same standardisation
     ccfg = make_config(None, dict(common, preset="paper", loss="mean", rho=1e-4 / n, standardize=True,
                                   drop_degenerate=True, max_iter=args.cronos_iters))
     t0 = time.perf_counter()
-    csolver = prepare(train, None, ccfg)
+    csolver = prepare(train, None, ccfg, val)
     csetup = time.perf_counter() - t0
     assert np.array_equal(csolver.rows.gates, solver.rows.gates)
     cron, _ = csolver.solve()
+    six, _ = csolver.solve(max_iter=6)  # the paper's 6 iterations: the iterate its code ships
     g_cr, s_cr = trajectory(cron, csetup, ref)
     raw = np.abs(np.asarray(cron.history["objective"]) - ref) / abs(ref)
     viol = np.asarray(cron.history["cone_violation"])
@@ -171,10 +220,17 @@ def main() -> None:
     out["cronos"] = {"setup_s": csetup, "iterations": cron.iterations, "final_gap": float(g_cr[-1]),
                      "raw_gap_after_6": float(raw[min(5, len(raw) - 1)]), "raw_final_gap": float(raw[-1]),
                      "gap_after_6": float(g_cr[min(5, len(g_cr) - 1)]), "seconds": float(s_cr[-1]),
-                     "cone_violation": cron.cone_violation,
+                     "cone_violation": cron.cone_violation, "returned": "u",
+                     "objective": cron.objective, "val_accuracy": cron.val_accuracy,
+                     "train_accuracy": cron.train_accuracy, "after_6": {
+                         "objective": six.objective, "gap": abs(six.objective - ref) / abs(ref),
+                         "cone_violation": six.cone_violation, "val_accuracy": six.val_accuracy},
                      "t_1e-1": time_to(g_cr, s_cr, 1e-1), "t_1e-3": time_to(g_cr, s_cr, 1e-3)}
-    print(f"cronos: {cron.iterations} ADMM iterations in {s_cr[-1]:.1f} s; gap after 6: {g_cr[min(5, len(g_cr)-1)]:.3g},"
-          f" final gap {g_cr[-1]:.3g}, cone violation {cron.cone_violation:.2e}")
+    print(f"cronos (returns u): {cron.iterations} ADMM iterations in {s_cr[-1]:.1f} s; gap after 6: "
+          f"{g_cr[min(5, len(g_cr)-1)]:.3g}, final gap {g_cr[-1]:.3g} (raw {raw[-1]:.3g}), cone violation "
+          f"{cron.cone_violation:.2e}, held-out accuracy of u {cron.val_accuracy:.3f}; after the paper's 6: gap "
+          f"{abs(six.objective - ref) / abs(ref):.3g}, cone violation {six.cone_violation:.2e}, held-out accuracy "
+          f"{six.val_accuracy:.3f}")
     t_ours, t_cr = out["ours"]["t_1e-4"], out["cronos"]["t_1e-1"]
     ratio = (f"{t_cr / t_ours:.1f}x" if (t_ours and t_cr) else
              f"cronos did not reach 1e-1 in {s_cr[-1]:.0f} s; ours reached 1e-4 at {t_ours} s")

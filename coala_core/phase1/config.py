@@ -35,6 +35,7 @@ PAPER_PRESET: dict[str, Any] = {
     "adaptive_rho": False,
     "drop_degenerate": False,
     "iterate": "last",
+    "rho_rule": "fixed",
 }
 
 
@@ -68,7 +69,14 @@ class Phase1Config(StageConfig):
     max_resample_rounds: int = Field(20, ge=0)
     # the solver
     solver: Literal["admm", "cronos"] = "admm"
-    rho: float = Field(1.0, gt=0.0)
+    rho: float = Field(1.0, gt=0.0)  # used when rho_rule == "fixed"
+    #: ``beta``: rho = max(rho_beta_factor * beta, rho_min) on the 1/n-scaled problem with standardised rows
+    #: (per beta, so a path changes rho with beta; measured on small problems, benchmarks/RESULTS.md "Phase I
+    #: solver (A1)": the best fixed rho grew like 100 beta for beta in 1e-3..3e-2; not measured below 1e-3,
+    #: hence the floor); ``fixed``: ``rho`` as given (the paper preset)
+    rho_rule: Literal["fixed", "beta"] = "beta"
+    rho_beta_factor: float = Field(100.0, gt=0.0)
+    rho_min: float = Field(0.1, gt=0.0)
     constraint_scale: float | None = Field(None, gt=0.0)
     adaptive_rho: bool = False  # measured: on SmolLM2 MathDial features residual balancing slowed convergence
     rho_mu: float = Field(5.0, gt=1.0)  # tolerated ratio of normalised primal to dual residual
@@ -77,7 +85,7 @@ class Phase1Config(StageConfig):
     rho_adapt_every: int = Field(25, ge=1)
     relaxation: float = Field(1.6, gt=0.0, lt=2.0)  # measured ~2x fewer iterations than 1.0
     anderson_memory: int = Field(0, ge=0, le=50)  # safeguarded Anderson acceleration (0 = off)
-    max_iter: int = Field(2000, ge=1)
+    max_iter: int = Field(5000, ge=1)  # with rho_rule "beta" the small problems converge at tol 1e-4 within 3,080
     tol: float = Field(1e-4, gt=0.0)
     abs_tol: float | None = Field(None, gt=0.0)
     rel_tol: float | None = Field(None, gt=0.0)

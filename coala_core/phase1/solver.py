@@ -111,11 +111,14 @@ class Phase1Solver:
         fp = fingerprint(rows.n, rows.d, rows.gates, beta, cfg.program)
         hist: dict[str, list[float]] = {}
         start_k = 0
+        rho = self.rho_for(beta_int)
         if state is None:
-            state = init_state(rows, cfg.rho / self.scale_n)
+            state = init_state(rows, rho)
         else:  # warm start: ergodic averages restart at each beta (they average this solve's iterates only)
             start_k = state.k
             state = replace(state, z_sum=state.z_sum * 0.0, n_avg=0)
+            if cfg.rho_rule == "beta" and state.rho != rho:
+                state = self._rescale_rho(state, rho)
         ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
         if ckpt is not None and cfg.resume and ckpt.exists():
             state, hist = load_checkpoint(ckpt, fp, rows.y)
@@ -151,6 +154,27 @@ class Phase1Solver:
         last = state.u if cronos else state.z
         z = state.z_sum / max(state.n_avg, 1) if cfg.iterate == "ergodic" else last
         return to_numpy(z[0]), to_numpy(z[1]), converged, hist, state, state.k - start_k
+
+    def rho_for(self, beta_int: float) -> float:
+        """The ADMM penalty of the 1/n-scaled problem at beta (internal units): ``rho_rule``."""
+        cfg = self.config
+        if cfg.rho_rule == "beta" and cfg.solver == "admm":
+            return max(cfg.rho_beta_factor * beta_int, cfg.rho_min)
+        return cfg.rho / self.scale_n
+
+    def _rescale_rho(self, st: ADMMState, rho: float) -> ADMMState:
+        """A warm-start state for a new rho: scaled duals lam, nu times rho_old / rho and alpha G'(s - nu)
+        recomputed (one pass over X)."""
+        rows, xp, P = self.rows, self.rows.xp, self.rows.P
+        f = rho / st.rho
+        nu = st.nu / f
+        acc = xp.zeros((rows.d, 2 * P), dtype=xp.float64)
+        for start, stop, Xb in rows.blocks():
+            Eb = rows.E[start:stop]
+            E2 = xp.concatenate([Eb, Eb], axis=1)
+            acc += (Xb.T @ (E2 * (st.s[start:stop] - nu[start:stop]))).astype(xp.float64)
+        G = self.alpha * acc.T
+        return replace(st, rho=rho, lam=st.lam / f, nu=nu, GtSnu=xp.stack([G[:P], G[P:]]))
 
     def _result(self, beta: float, beta_int: float, v: np.ndarray, w: np.ndarray, converged: bool,
                 hist: dict[str, list[float]], iters: int, seconds: float) -> Phase1Result:

@@ -39,3 +39,15 @@ def test_sum_loss_is_the_scaled_problem() -> None:
     b = fit_phase1(X, y, n_patterns=3, beta=0.02 * 30, loss="sum", rho=30.0, **TIGHT)
     assert b.objective == pytest.approx(a.objective, rel=1e-7)
     np.testing.assert_allclose(b.v, a.v, atol=1e-5)
+
+
+@pytest.mark.parametrize("program", ["relu", "gated"])
+@pytest.mark.parametrize("seed,n,P,beta", [(0, 60, 3, 0.02), (1, 200, 6, 0.01), (2, 300, 8, 3e-3)])
+def test_default_settings_close_to_cvxpy(program: str, seed: int, n: int, P: int, beta: float) -> None:
+    """The solver at its default settings (tol, max_iter, rho, float32, ...): what users get."""
+    X, y = tiny(seed, n=n, d=8)
+    res = fit_phase1(X, y, n_patterns=P, beta=beta, program=program)
+    ref = cvxpy_oracle(standardized(X, res), y, res.gates, beta, program)
+    assert res.converged
+    assert abs(res.objective - ref) <= 1e-3 * abs(ref)
+    assert res.cone_violation <= 1e-3
