@@ -13,6 +13,7 @@ An iterate whose cone violation (RMS) exceeds MAX_CONE_VIOLATION does not count 
     .venv/bin/python benchmarks/solver.py --backend cupy
     .venv/bin/python benchmarks/solver.py --features STORE --pairs PAIRS --beta-scaled 1e-2   # real features
     .venv/bin/python benchmarks/solver.py --rho-table --tol 1e-6   # iterations per beta on small problems
+    .venv/bin/python benchmarks/solver.py --path-table              # beta path / one cold solve per rho rule
 """
 
 from __future__ import annotations
@@ -141,10 +142,42 @@ def rho_table(tol: float, max_iter: int, variants: list[str]) -> dict[str, list[
     return out
 
 
+def path_table() -> None:
+    """Whole beta path (6 betas, warm-started, selected on validation) against one cold solve at the selected
+    beta, per rho rule, on 150 training / 60 validation pairs (d = 8, P = 6, noisy ReLU preference)."""
+    def pairs(seed: int, k: int, d: int = 8) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        w = np.ones(d) / np.sqrt(d)
+        a, b = rng.standard_normal((k, d)), rng.standard_normal((k, d))
+
+        def util(x: np.ndarray) -> np.ndarray:
+            return np.maximum(x @ w, 0) - 0.5 * np.maximum(-(x @ w), 0)
+
+        better = util(a) + 0.5 * rng.standard_normal(k) > util(b)
+        return np.where(better[:, None], a, b), np.where(better[:, None], b, a)
+
+    train, val = pairs(0, 150), pairs(1, 60)
+    for name in ("fixed rho=1", "rho=100 beta"):
+        cfg = dict(RHO_VARIANTS[name], n_patterns=6, path_n_betas=6, path_min_ratio=1e-2, tol=1e-4, max_iter=5000)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            t0 = time.perf_counter()
+            res = fit_phase1_path(train, validation=val, **cfg)
+            tp = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            cold = fit_phase1(train, beta=res.beta, **{k: v for k, v in cfg.items() if not k.startswith("path")})
+            tc = time.perf_counter() - t0
+        its = [row["iterations"] for row in res.path or []]
+        print(f"{name}: iterations per beta {its}, selected beta {res.beta:.3g}; path {sum(its)} iterations / "
+              f"{tp:.1f} s, cold solve {cold.iterations} / {tc:.1f} s: ratio {sum(its) / max(cold.iterations, 1):.2f}x "
+              f"(iterations), {tp / tc:.2f}x (seconds)", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rho-table", action="store_true", help="only the rho-rule table on the small problems")
     ap.add_argument("--tol", type=float, default=1e-6, help="tol of --rho-table")
+    ap.add_argument("--path-table", action="store_true", help="only the path-vs-cold-solve table per rho rule")
     ap.add_argument("--variants", default="fixed rho=1,rho=100 beta", help="comma-separated RHO_VARIANTS keys")
     ap.add_argument("--n", type=int, default=50_000, help="rows (2 per pair)")
     ap.add_argument("--d", type=int, default=576)
@@ -160,6 +193,9 @@ def main() -> None:
     ap.add_argument("--pairs", default=None, help="the pairs Parquet of --features (its split column picks rows)")
     ap.add_argument("--beta-scaled", type=float, default=None, help="beta of the 1/n-scaled loss (overrides --beta-unscaled)")
     args = ap.parse_args()
+    if args.path_table:
+        path_table()
+        return
     if args.rho_table:
         table = rho_table(args.tol, 5000, args.variants.split(","))
         if args.json:
