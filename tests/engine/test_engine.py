@@ -43,15 +43,32 @@ def test_streamed_store_equals_in_memory_arrays(tmp_path_factory, chunk_rows, bu
     chosen, rejected = make_pairs(50, 4, seed)
     store = write_store(tmp / "f.zarr", chosen, rejected, chunk_rows=chunk_rows)
     tr, va = np.arange(0, 36), np.arange(36, 50)
-    spec = SPEC.replace(phase1=SPEC.phase1.replace(memory_budget_mb=budget))
-    streamed = fit_head(SubsetPairs(store, tr), SubsetPairs(store, va), spec)
     memory = fit_head((chosen[tr], rejected[tr]), (chosen[va], rejected[va]), SPEC)
+    # the same beta grid (the default grid's start depends on residency: see the xfail test below)
+    betas = [row["beta"] for row in memory.record.phase1_path]
+    spec = SPEC.replace(phase1=SPEC.phase1.replace(memory_budget_mb=budget),
+                        train=SPEC.train.replace(phase1_betas=betas))
+    streamed = fit_head(SubsetPairs(store, tr), SubsetPairs(store, va), spec)
     assert streamed.record.phase1_beta == pytest.approx(memory.record.phase1_beta)
     np.testing.assert_allclose(streamed.head.theta1, memory.head.theta1, atol=1e-6)
     np.testing.assert_allclose(streamed.head.theta2, memory.head.theta2, atol=1e-6)
     r_w, r_l = score_source(streamed.head, store)
     np.testing.assert_allclose(r_w, memory.head.score(chosen), atol=1e-6)
     np.testing.assert_allclose(r_l, memory.head.score(rejected), atol=1e-6)
+
+
+@pytest.mark.xfail(strict=True, reason="A1: the default path starts at the cone program's exact critical beta "
+                   "(NNLS) only when the rows are resident, at the gated bound when they are streamed, so the "
+                   "memory budget changes the grid (coala_core/phase1/programs.py relu_critical_beta)")
+def test_default_beta_grid_does_not_depend_on_the_memory_budget(tmp_path):
+    chosen, rejected = make_pairs(50, 4, 0)
+    store = write_store(tmp_path / "f.zarr", chosen, rejected, chunk_rows=8)
+    tr, va = SubsetPairs(store, np.arange(36)), SubsetPairs(store, np.arange(36, 50))
+    grids = []
+    for budget in (0.0, 2048.0):
+        spec = SPEC.replace(phase1=SPEC.phase1.replace(memory_budget_mb=budget, max_iter=5))
+        grids.append([row["beta"] for row in fit_first_layer(tr, va, spec).record.phase1_path])
+    np.testing.assert_allclose(grids[0], grids[1], rtol=1e-9)
 
 
 def test_subset_pairs_streams_exactly_the_selected_rows(tmp_path):
