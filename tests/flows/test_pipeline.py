@@ -61,6 +61,13 @@ def test_pipeline_end_to_end_caches_and_tracks(prefect_harness, tiny_model: Path
     assert first.data.metrics["total_flops"] > 0 and "test/accuracy" in first.data.metrics
     children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{first.info.run_id}'")
     assert {c.data.tags["coala.stage"] for c in children} == {"build_dataset", "extract_features", "phase1", "phase2", "evaluate"}
+    second = sorted(parents, key=lambda r: r.info.start_time)[1]
+    cached = {c.data.tags["coala.stage"]: c for c in
+              client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{second.info.run_id}'")}
+    for fresh in children:  # every stage: a cached run named, tagged and parametrised like the fresh one
+        twin = cached[fresh.data.tags["coala.stage"]]
+        assert (fresh.data.tags["coala.cached"], twin.data.tags["coala.cached"]) == ("false", "true")
+        assert twin.info.run_name == fresh.info.run_name and twin.data.params == fresh.data.params and fresh.data.params
     p1 = next(c for c in children if c.data.tags["coala.stage"] == "phase1")
     assert len(client.get_metric_history(p1.info.run_id, "admm/objective")) > 1
     ev = next(c for c in children if c.data.tags["coala.stage"] == "evaluate")
