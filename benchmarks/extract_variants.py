@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--chunk-rows", type=int, default=256)
     ap.add_argument("--limit", type=int, default=0, help="first N pairs only (smoke runs)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (1 is faster on a crowded machine)")
     args = ap.parse_args()
 
     table = read_pairs(args.pairs)
@@ -53,7 +54,8 @@ def main() -> None:
     layers = [int(x) for x in args.layers.split(",")]
     base = ExtractionConfig.build({"model": args.model, "max_tokens": args.max_tokens, "dtype": args.dtype, "device": "cpu",
                                    "logprob_features": True, "share_prefix": True, "batch_size": args.batch_size,
-                                   "chunk_rows": args.chunk_rows, "layers": (layers[0],), "pooling": poolings[0]})
+                                   "chunk_rows": args.chunk_rows, "layers": (layers[0],), "pooling": poolings[0],
+                                   "num_threads": args.threads})
     t_load = time.perf_counter()
     ex = FeatureExtractor(load_model(base), base)
     t_load = time.perf_counter() - t_load
