@@ -144,11 +144,16 @@ def fix_flag_help() -> None:
     """Typer's rich help types every flag as ``<bool>`` (``--help`` included), which reads as if the flag took a
     value, and other values as ``<str>``, ``<int>``...; show no type for flags and click's names for the rest.
     Called once by the root app before it renders help."""
-    from typer.core import TyperOption
+    from typer.core import TyperArgument, TyperOption
 
     if getattr(TyperOption, "_coala_flag_help", False):
         return
     original = TyperOption.display_type_rich
+    original_argument = TyperArgument.display_type_rich
+
+    def argument_type_rich(self: Any, ctx: Any) -> str | None:
+        shown = original_argument(self, ctx)
+        return TYPE_NAMES.get(shown, shown) if isinstance(shown, str) else shown
 
     def display_type_rich(self: Any, ctx: Any) -> str | None:
         if self.is_flag:
@@ -157,4 +162,5 @@ def fix_flag_help() -> None:
         return TYPE_NAMES.get(shown, shown) if isinstance(shown, str) else shown
 
     TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+    TyperArgument.display_type_rich = argument_type_rich  # type: ignore[method-assign]
     TyperOption._coala_flag_help = True  # type: ignore[attr-defined]

@@ -46,7 +46,7 @@ def extract(
     preset: Annotated[str | None, typer.Option("--preset", help="default | paper (the authors' extraction settings)",
                                                show_default="none")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML file; its 'features' section")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar (none either when stderr is not a terminal)")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar (none either when stderr is not a terminal)", show_default="false")] = False,
 ) -> None:
     """Extract f(prompt + chosen) and f(prompt + rejected) for every pair; resumes an interrupted store."""
     from storage import FeatureStore, read_pairs

@@ -16,11 +16,11 @@ from coala_core.errors import ConfigError, StoreError
 @handle_errors
 def verify(
     store: Annotated[str, typer.Argument(help="feature store URI (path, file://, memory://...)")],
-    repair: Annotated[bool, typer.Option("--repair", help="re-extract the bad chunks (needs --pairs)")] = False,
-    pairs: Annotated[Path | None, typer.Option("--pairs", help="the pairs file the store was extracted from")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="model to re-extract with (default: the store's model_id)")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
+    repair: Annotated[bool, typer.Option("--repair", help="re-extract the bad chunks (needs --pairs)", show_default="false: report only")] = False,
+    pairs: Annotated[Path | None, typer.Option("--pairs", help="the pairs file the store was extracted from", show_default="none")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="model to re-extract with", show_default="the store's model_id")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda", show_default="auto")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar", show_default="false")] = False,
 ) -> None:
     """Read every committed chunk and check it against its commit checksum (exit 1 on any bad chunk).
 

@@ -46,8 +46,8 @@ def _finite(x: float) -> float | None:
 @handle_errors
 def generate(
     model_uri: str = MODEL_URI,
-    prompt: list[str] | None = typer.Option(None, "--prompt", help="a prompt text (repeat for several)"),
-    prompts: Path | None = typer.Option(None, "--prompts", help="JSONL or Parquet rows with prompt (text or messages)"),
+    prompt: list[str] | None = typer.Option(None, "--prompt", help="a prompt text (repeat for several)", show_default="none: give --prompt or --prompts"),
+    prompts: Path | None = typer.Option(None, "--prompts", help="JSONL or Parquet rows with prompt (text or messages)", show_default="none"),
     mode: str | None = config_option(GenerateConfig, "mode"),
     n: int | None = config_option(GenerateConfig, "n"),
     guidance_scale: float | None = config_option(GenerateConfig, "guidance_scale"),
@@ -58,11 +58,11 @@ def generate(
     repetition_penalty: float | None = config_option(GenerateConfig, "repetition_penalty"),
     max_new_tokens: int | None = config_option(GenerateConfig, "max_new_tokens"),
     seed: int | None = config_option(GenerateConfig, "seed"),
-    config: Path | None = typer.Option(None, "--config", help="YAML whose generate section sets the defaults"),
-    output: Path | None = typer.Option(None, "--output", help="JSONL file (default: standard output)"),
+    config: Path | None = typer.Option(None, "--config", help="YAML whose generate section sets the defaults", show_default="none: the paper's values"),
+    output: Path | None = typer.Option(None, "--output", help="JSONL file", show_default="standard output"),
     backbone: str | None = BACKBONE,
     workdir: Path = WORKDIR,
-    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda"),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda", show_default="auto"),
 ) -> None:
     """Generate replies with the head's backbone: plain sampling, best-of-n reranking or head-guided decoding."""
     from coala_core.generation import TextGenerator, to_messages

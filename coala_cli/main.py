@@ -36,7 +36,7 @@ def load_command(name: str) -> Any:
     module = importlib.import_module(module_name)
     if kind == "app":
         return get_command(module.app)
-    tmp = typer.Typer()
+    tmp = typer.Typer(add_completion=False)
     module.register(tmp)
     group = get_command(tmp)
     if isinstance(group, TyperGroup):

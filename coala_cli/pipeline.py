@@ -27,8 +27,8 @@ def _load(config: Path, overrides: list[str]):  # noqa: ANN202 - returns (Pipeli
 
 @handle_errors
 def run(config: Path = typer.Option(..., "--config", help="pipeline YAML (sections run, dataset, features, phase1, phase2, evaluation)"),
-        set_: list[str] = typer.Option([], "--set", help="override SECTION.FIELD=VALUE (repeatable)"),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars")) -> None:
+        set_: list[str] = typer.Option([], "--set", help="override SECTION.FIELD=VALUE (repeatable)", show_default="none"),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars", show_default="false: bars on a terminal")) -> None:
     """Run the whole DAG once: dataset -> features -> Phase I -> Phase II -> evaluation."""
     cfg, extra = _load(config, set_)
     from coala_cli.progress import pipeline_progress
@@ -56,7 +56,7 @@ def serve(config: Path = typer.Option(..., "--config", help="pipeline YAML"),
           overlap: str = typer.Option("wait", "--overlap", help="a run due while --concurrency runs are active: "
                                       "'wait' (queued until one finishes) or 'skip' (cancelled)"),
           name: str = typer.Option("coala-scheduled", "--name", help="deployment name"),
-          set_: list[str] = typer.Option([], "--set", help="override SECTION.FIELD=VALUE (repeatable)")) -> None:
+          set_: list[str] = typer.Option([], "--set", help="override SECTION.FIELD=VALUE (repeatable)", show_default="none")) -> None:
     """Serve the pipeline as a scheduled Prefect deployment (blocks; Ctrl-C stops serving).
 
     At most --concurrency runs at a time; a run that comes due meanwhile waits in the queue (--overlap wait,

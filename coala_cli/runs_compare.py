@@ -102,12 +102,12 @@ def beta_path(client: Any, run_id: str) -> list[dict[str, Any]]:
 
 
 @handle_errors
-def compare(config: Path | None = typer.Option(None, "--config", help="pipeline YAML: its run.experiment and run.workdir"),
-            experiment: str | None = typer.Option(None, "--experiment", help="MLflow experiment [default: the config's, else coala]"),
-            workdir: Path | None = typer.Option(None, "--workdir", help="where the embedded MLflow store lives [default: the config's, else .coala]"),
+def compare(config: Path | None = typer.Option(None, "--config", help="pipeline YAML: its run.experiment and run.workdir", show_default="none"),
+            experiment: str | None = typer.Option(None, "--experiment", help="MLflow experiment", show_default="the config's, else coala"),
+            workdir: Path | None = typer.Option(None, "--workdir", help="where the embedded MLflow store lives", show_default="the config's, else .coala"),
             limit: int = typer.Option(10, "--limit", min=1, help="most recent runs to compare"),
-            html: Path | None = typer.Option(None, "--html", help="also write the comparison as a self-contained HTML page"),
-            png: Path | None = typer.Option(None, "--png", help="also write the figure (metrics, beta paths) as PNG")) -> None:
+            html: Path | None = typer.Option(None, "--html", help="also write the comparison as a self-contained HTML page", show_default="none"),
+            png: Path | None = typer.Option(None, "--png", help="also write the figure (metrics, beta paths) as PNG", show_default="none")) -> None:
     """Recent pipeline runs side by side: chosen beta and Phase II params next to the configured ones, every
     parameter that differs, held-out metrics. Read-only."""
     for key, value in (("MLFLOW_DISABLE_TELEMETRY", "true"), ("DO_NOT_TRACK", "1")):

@@ -22,7 +22,7 @@ from coala_core.errors import ConfigError, DataError, SchemaError
 
 MODEL_URI = typer.Option(..., "--model-uri", "--head",
                          help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/PATH or a head directory")
-BACKBONE = typer.Option(None, "--backbone", help="the head's LM from a local path (overrides the recorded hub id)")
+BACKBONE = typer.Option(None, "--backbone", help="the head's LM from a local path (overrides the recorded hub id)", show_default="the recorded hub id")
 WORKDIR = typer.Option(Path(".coala"), "--workdir",
                        help="project work folder whose MLflow store resolves models:/ and runs:/ (MLFLOW_TRACKING_URI wins)")
 
@@ -133,14 +133,14 @@ def _score_store(model_uri: str, features: str, pairs: Path | None, output: Path
 @handle_errors
 def score(
     model_uri: str = MODEL_URI,
-    input: Path | None = typer.Option(None, "--input", help="JSONL or Parquet rows with prompt (text or messages) and response"),
-    features: str | None = typer.Option(None, "--features", help="feature store to score pair by pair (instead of --input)"),
-    pairs: Path | None = typer.Option(None, "--pairs", help="with --features: pairs Parquet whose texts join the output"),
+    input: Path | None = typer.Option(None, "--input", help="JSONL or Parquet rows with prompt (text or messages) and response", show_default="none: give --input or --features"),
+    features: str | None = typer.Option(None, "--features", help="feature store to score pair by pair (instead of --input)", show_default="none"),
+    pairs: Path | None = typer.Option(None, "--pairs", help="with --features: pairs Parquet whose texts join the output", show_default="none: ids only"),
     output: Path = typer.Option(..., "--output", help="output .jsonl or .parquet"),
     backbone: str | None = BACKBONE,
     workdir: Path = WORKDIR,
-    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="texts per forward pass (speed only)"),
-    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda (speed only)"),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="texts per forward pass (speed only)", show_default="the head's extraction batch size"),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda (speed only)", show_default="auto"),
 ) -> None:
     """Rewards of a head: texts of --input (the head's backbone is loaded and checked) or the pairs of --features."""
     if (input is None) == (features is None):

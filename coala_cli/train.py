@@ -32,7 +32,8 @@ from storage.feature_store import FeatureStore
 from storage.heads import load_head, save_head
 
 FEATURES = typer.Option(..., "--features", help="feature store (path or fsspec URL)")
-PAIRS = typer.Option(None, "--pairs", help="pairs Parquet with split/source/group_id (aligned by pair_id)")
+PAIRS = typer.Option(None, "--pairs", help="pairs Parquet with split/source/group_id (aligned by pair_id)",
+                     show_default="none: every row, split 'all'")
 
 
 def _labels(store: FeatureStore, pairs: Path | None) -> dict[str, np.ndarray]:
@@ -100,8 +101,9 @@ def train(
     memory_budget_mb: float | None = config_option(
         Phase1Config, "memory_budget_mb", help="Phase I keeps its rows in (device) memory up to this size, else streams them"),
     first_layer: str | None = config_option(TrainConfig, "first_layer"),
-    seed: int | None = typer.Option(None),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar (none either when stderr is not a terminal)"),
+    seed: int | None = config_option(Phase1Config, "seed", help="seed of the gates, the Phase II solver and the head's other draws"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar (none either when stderr is not a terminal)",
+                               show_default="false"),
 ) -> None:
     """Run Phase I (beta path selected on validation) then Phase II, and write the head."""
     spec = _spec(config, {
@@ -152,11 +154,11 @@ def evaluate(
     features: str = FEATURES,
     pairs: Path | None = PAIRS,
     output: Path = typer.Option(..., "--output", help="directory for metrics.json, plots and report.md"),
-    split: str | None = typer.Option(None, help="split to evaluate (default: test with --pairs, else all)"),
+    split: str | None = typer.Option(None, help="split to evaluate", show_default="test with --pairs, else all"),
     baselines: bool = typer.Option(False, "--baselines/--no-baselines", help="also fit and compare the baselines"),
     n_boot: int = typer.Option(1000, help="bootstrap resamples for the 95% intervals"),
     seed: int = typer.Option(0),
-    cv: int | None = typer.Option(None, "--cv", help="K: refit the head's recipe on K group folds; every pair held out once (coala_cli/cv.py)"),
+    cv: int | None = typer.Option(None, "--cv", help="K: refit the head's recipe on K group folds; every pair held out once", show_default="none: no CV"),
 ) -> None:
     """Write metrics JSON, plots and report.md for the head on held-out pairs."""
     if cv is not None:
