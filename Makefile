@@ -26,7 +26,7 @@ demo: install
 	$(BIN)/coala pipeline run --config configs/demo.yaml
 
 test: install
-	$(BIN)/python -m pytest -m "not gpu and not slow" -q
+	$(BIN)/python -m pytest -m "not gpu and not slow" -q --durations=30
 
 test-all: install
 	$(BIN)/python -m pytest -q
