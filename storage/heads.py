@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from safetensors.numpy import load_file, save_file
 
 from coala_core.errors import DimensionMismatchError, MissingInputError, ProvenanceMismatchError, StoreError
 from coala_core.phase2.head import RewardHead
-from storage.atomic import atomic_dir
+from storage.atomic import atomic_dir, current_umask
 
 HEAD_FORMAT = 1
 CODE_VERSION = "coala-head/1"
@@ -76,6 +77,7 @@ def save_head(
         # no safetensors metadata: its keys were serialised in a per-process order, so identical heads gave
         # different bytes (the format and code version are in head.json)
         save_file(tensors, str(tmp / WEIGHTS))
+        os.chmod(tmp / WEIGHTS, 0o666 & ~current_umask())  # safetensors writes 0600; follow the umask like head.json
         (tmp / META).write_text(json.dumps(_jsonable(meta), indent=2, sort_keys=True), encoding="utf-8")
     return Path(path)
 
@@ -132,7 +134,7 @@ def check_provenance(head_provenance: Mapping[str, Any], features_provenance: Ma
 
     diffs = identity_mismatches(head_provenance, features_provenance)
     if diffs:
-        raise ProvenanceMismatchError(f"{where}: features do not match the head:\n  " + "\n  ".join(diffs))
+        raise ProvenanceMismatchError(f"{where}: features do not match the head: " + "; ".join(diffs))
 
 
 def load_head(

@@ -146,3 +146,86 @@ def test_help_shows_type_and_default_of_every_option(command):
                and not o.lstrip("* ").startswith(("--help", "--config"))]
     assert options and not missing, missing
     assert "--install-completion" not in res.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_project(tmp_path_factory):
+    """A rated CSV imported, a tiny random LM, and a feature store with chunk_rows 8 plus a head trained on it."""
+    from coala_core.testing import save_tiny_lm
+
+    root = tmp_path_factory.mktemp("first_hour")
+    model = save_tiny_lm(root / "tiny-lm")
+    run = lambda *a: coala(*a, cwd=root)  # noqa: E731
+    res = run("data", "import", "--input", str(REPO / "examples" / "rated_responses.csv"), "--format", "rated",
+              "--splits", "0.6,0.2,0.2", "--output", "pairs.parquet")
+    assert res.returncode == 0, res.stderr
+    res = run("features", "extract", "--pairs", "pairs.parquet", "--model", str(model), "--chunk-rows", "8",
+              "--output", "s8.zarr", "--quiet")
+    assert res.returncode == 0, res.stderr
+    res = run("train", "--features", "s8.zarr", "--pairs", "pairs.parquet", "--output", "head", "--quiet")
+    assert res.returncode == 0, res.stderr
+    return root, model, run
+
+
+def test_head_identity_ignores_storage_layout_but_not_pooling(tiny_project):
+    root, model, run = tiny_project
+    res = run("features", "extract", "--pairs", "pairs.parquet", "--model", str(model), "--chunk-rows", "64",
+              "--output", "s64.zarr", "--quiet")
+    assert res.returncode == 0, res.stderr
+    res = run("evaluate", "--head", "head", "--features", "s64.zarr", "--pairs", "pairs.parquet", "--output", "report")
+    assert res.returncode == 0, res.stderr
+    assert first_line(res.stdout).startswith("test: ")
+    res = run("features", "extract", "--pairs", "pairs.parquet", "--model", str(model), "--pooling", "last",
+              "--output", "last.zarr", "--quiet")
+    assert res.returncode == 0, res.stderr
+    res = run("evaluate", "--head", "head", "--features", "last.zarr", "--pairs", "pairs.parquet", "--output", "report2")
+    assert res.returncode == 1
+    assert first_line(res.stderr).startswith("error:") and "pooling" in first_line(res.stderr), res.stderr
+
+
+def test_existing_non_store_directory_as_output_is_one_line_before_the_model_loads(tiny_project):
+    root, model, run = tiny_project
+    (root / "notastore").mkdir()
+    (root / "notastore" / "notes.txt").write_text("mine")
+    res = run("features", "extract", "--pairs", "pairs.parquet", "--model", str(root / "no-such-model"),
+              "--output", "notastore")
+    assert res.returncode == 1  # the model path is wrong too: the output check came first
+    assert res.stderr.strip().splitlines() == [
+        "error: --output notastore: an existing directory that is not a feature store (no zarr.json); "
+        "give a new path or an existing store to resume"]
+    assert (root / "notastore" / "notes.txt").read_text() == "mine"
+
+
+def test_score_output_carries_the_texts(tiny_project):
+    root, model, run = tiny_project
+    res = run("score", "--model-uri", "head", "--features", "s8.zarr", "--pairs", "pairs.parquet", "--output", "scores.parquet")
+    assert res.returncode == 0, res.stderr
+    df = pl.read_parquet(root / "scores.parquet")
+    assert {"pair_id", "prompt", "chosen", "rejected", "reward_chosen", "reward_rejected"} <= set(df.columns)
+    pairs = pl.read_parquet(root / "pairs.parquet").select("pair_id", "chosen")
+    joined = df.select("pair_id", "chosen").join(pairs, on="pair_id", suffix="_src")
+    assert joined.height == df.height and (joined["chosen"] == joined["chosen_src"]).all()
+
+
+def test_baseline_without_a_head_says_what_it_compares(tiny_project):
+    root, model, run = tiny_project
+    res = run("baseline", "--features", "s8.zarr", "--pairs", "pairs.parquet", "--n-boot", "50")
+    assert res.returncode == 0, res.stderr
+    heads = [ln.split("|")[1].strip() for ln in res.stdout.splitlines() if ln.startswith("| ") and "---" not in ln][1:]
+    assert "random_relu_phase2" in heads and "coala" not in heads, res.stdout
+
+
+def test_files_follow_the_users_umask(tiny_project):
+    root, model, run = tiny_project
+    old = os.umask(0o022)
+    try:
+        res = run("data", "import", "--input", str(REPO / "examples" / "rated_responses.csv"), "--format", "rated",
+                  "--output", "shared/pairs.parquet")
+        assert res.returncode == 0, res.stderr
+        res = run("train", "--features", "s8.zarr", "--pairs", "pairs.parquet", "--output", "shared/head", "--quiet")
+        assert res.returncode == 0, res.stderr
+    finally:
+        os.umask(old)
+    assert (root / "shared" / "pairs.parquet").stat().st_mode & 0o777 == 0o644
+    assert (root / "shared" / "head").stat().st_mode & 0o777 == 0o755
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in (root / "shared" / "head").iterdir() if p.is_file())

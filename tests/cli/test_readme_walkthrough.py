@@ -36,7 +36,7 @@ def test_bring_your_own_data_commands_run_as_written(tmp_path):
         assert "**pairwise accuracy:" in report
         head = json.loads((work / f"{name}-head" / "head.json").read_text())
         prov = head["feature_provenance"]
-        assert prov["model_id"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and prov["compute_dtype"] == "bfloat16"
+        assert prov["model_id"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and prov["compute_dtype"] == "float32"
         assert head["training"]["phase"] == "phase2" and head["metrics"]["converged"]
     scored = [json.loads(ln) for ln in (work / "new_responses.scored.jsonl").read_text().splitlines() if ln.strip()]
     assert len(scored) == 4
