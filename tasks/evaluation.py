@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 from coala_core.engine.sources import align_to_store
 from coala_core.evaluation import evaluate_head
 from coala_core.report import render_report
-from storage.atomic import atomic_write_bytes
+from storage.atomic import atomic_write_files
 from storage.feature_store import FeatureStore
 from storage.heads import load_head
 from storage.pairs import read_pairs
@@ -59,8 +59,7 @@ def evaluate_task(head: HeadRef, features: FeaturesRef, dataset: DatasetRef, spl
     from tasks.evaluation_cv import cv_metrics, log_warnings
 
     log_warnings(stage.run, files)
-    for name, data in files.items():
-        atomic_write_bytes(Path(output) / name, data)
+    atomic_write_files(output, files)  # the report directory is replaced in one rename: old or new, never a mix
     metrics: dict[str, float] = {}
     for split, ev in evaluations.items():
         metrics.update({f"{split}/{k}": float(v) for k, v in ev.metrics.items() if isinstance(v, int | float)})
