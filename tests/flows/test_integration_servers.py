@@ -11,6 +11,7 @@ Every process is started in its own session and stopped (SIGTERM, then SIGKILL) 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -120,14 +121,16 @@ class Servers:
     procs: Processes
 
 
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    root = tmp_path_factory.mktemp("servers")
+@contextlib.contextmanager
+def start_servers(root: Path) -> Iterator[Servers]:
+    """``prefect server start`` (its UI told where its API is) and ``mlflow server`` on free 127.0.0.1 ports,
+    SQLite stores under ``root``; both stopped on exit."""
     procs = Processes(root)
     p_port, m_port = free_port(), free_port()
     prefect_env = clean_env(PREFECT_HOME=str(root / "prefect-home"),
                             PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{root / 'prefect.db'}",
-                            PREFECT_SERVER_ANALYTICS_ENABLED="false")
+                            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+                            PREFECT_UI_API_URL=f"http://127.0.0.1:{p_port}/api")
     try:
         procs.start("prefect-server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
                                        "--port", str(p_port), "--no-background"], prefect_env)
@@ -140,6 +143,12 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         yield Servers(f"http://127.0.0.1:{p_port}/api", f"http://127.0.0.1:{m_port}", root, procs)
     finally:
         procs.stop_all()
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    with start_servers(tmp_path_factory.mktemp("servers")) as running:
+        yield running
 
 
 def _sets(model: Path, workdir: Path, **extra: object) -> list[str]:

@@ -24,7 +24,7 @@ import pytest
 from conftest import REPO, TINY_CONFIG
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "flows"))
-from test_integration_servers import BIN, Processes, Servers, clean_env, free_port, wait_http  # noqa: E402
+from test_integration_servers import BIN, Servers, clean_env, start_servers  # noqa: E402
 
 pytestmark = pytest.mark.integration
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -36,24 +36,8 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     """``prefect server start`` (its UI told where its API is: PREFECT_UI_API_URL) and ``mlflow server``."""
-    root = tmp_path_factory.mktemp("ui-servers")
-    procs = Processes(root)
-    p_port, m_port = free_port(), free_port()
-    prefect_env = clean_env(PREFECT_HOME=str(root / "prefect-home"),
-                            PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{root / 'prefect.db'}",
-                            PREFECT_UI_API_URL=f"http://127.0.0.1:{p_port}/api")
-    try:
-        procs.start("prefect-server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-                                       "--port", str(p_port), "--no-background"], prefect_env)
-        procs.start("mlflow-server", [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(m_port),
-                                      "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                                      "--serve-artifacts", "--artifacts-destination", str(root / "artifacts")],
-                    clean_env())
-        wait_http(f"http://127.0.0.1:{p_port}/api/health", procs, "prefect-server")
-        wait_http(f"http://127.0.0.1:{m_port}/health", procs, "mlflow-server")
-        yield Servers(f"http://127.0.0.1:{p_port}/api", f"http://127.0.0.1:{m_port}", root, procs)
-    finally:
-        procs.stop_all()
+    with start_servers(tmp_path_factory.mktemp("servers")) as running:
+        yield running
 
 
 def chromium(url: str, *, screenshot: Path | None = None, budget_ms: int = 20000) -> str:
