@@ -10,7 +10,7 @@ memory is cleared. A change of rho also clears the memory (the map changes).
 
 Measured on small problems (issue 10 item 6, ``benchmarks/solver.py --rho-table``): ADMM on the cone program
 stalls for thousands of iterations while the active set of neurons settles; Anderson acceleration cuts those
-plateaus (see ``benchmarks/RESULTS.md``, "Phase I solver (A1)").
+plateaus (see ``benchmarks/RESULTS.md``, "Phase I solver (issue 10 items 4-6)").
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ class Phase1Config(StageConfig):
     rho: float = Field(1.0, gt=0.0)  # used when rho_rule == "fixed"
     #: ``beta``: rho = max(rho_beta_factor * beta, rho_min) on the 1/n-scaled problem with standardised rows
     #: (per beta, so a path changes rho with beta; measured on small problems, benchmarks/RESULTS.md "Phase I
-    #: solver (A1)": the best fixed rho grew like 100 beta for beta in 1e-3..3e-2; not measured below 1e-3,
+    #: solver (issue 10 items 4-6)": the best fixed rho grew like 100 beta for beta in 1e-3..3e-2; not measured below 1e-3,
     #: hence the floor); ``fixed``: ``rho`` as given (the paper preset)
     rho_rule: Literal["fixed", "beta"] = "beta"
     rho_beta_factor: float = Field(100.0, gt=0.0)

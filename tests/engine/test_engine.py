@@ -57,7 +57,7 @@ def test_streamed_store_equals_in_memory_arrays(tmp_path_factory, chunk_rows, bu
     np.testing.assert_allclose(r_l, memory.head.score(rejected), atol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="A1: the default path starts at the cone program's exact critical beta "
+@pytest.mark.xfail(strict=True, reason="open (issue 10): the default path starts at the cone program's exact critical beta "
                    "(NNLS) only when the rows are resident, at the gated bound when they are streamed, so the "
                    "memory budget changes the grid (coala_core/phase1/programs.py relu_critical_beta)")
 def test_default_beta_grid_does_not_depend_on_the_memory_budget(tmp_path):
