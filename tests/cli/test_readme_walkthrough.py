@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -21,6 +23,7 @@ def walkthrough_commands() -> list[str]:
     return [ln for ln in block.group(1).splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
 
 
+@pytest.mark.slow  # two Phase I beta paths at d = 576, P = 10 on the CPU: about half an hour on 2 cores (issue 10)
 def test_bring_your_own_data_commands_run_as_written(tmp_path):
     commands = walkthrough_commands()
     assert len(commands) == 9 and all(c.startswith("coala ") for c in commands)
