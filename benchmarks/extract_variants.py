@@ -8,8 +8,8 @@ provenance), under ``OUT/<pooling>_L<layer>.zarr``. A store without the likeliho
 minus its last two columns (the layer block is identical).
 
 Run (the sweep's stores, 2,404 EduFeedback-MathDial pairs, 128 tokens, bf16):
-  nice -n 10 .venv/bin/python benchmarks/extract_variants.py --pairs /work/sweep/mathdial_all.parquet \
-      --out /work/sweep/smollm2_t128 --poolings response_mean,response_last,mean --layers -1,10,15,20,25 \
+  nice -n 10 .venv/bin/python benchmarks/extract_variants.py --pairs sweep/mathdial_all.parquet \
+      --out sweep/smollm2_t128 --poolings response_mean,response_last,mean --layers -1,10,15,20,25 \
       --max-tokens 128 --dtype bfloat16
 Resumable: rerun the same command; committed chunks are skipped.
 """

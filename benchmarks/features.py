@@ -14,8 +14,8 @@ accuracy (COALA costs minutes per fold on a CPU). ``--coala-variant NAME:JSON`` 
 HeadSpec as JSON, e.g. ``p40:{"phase1":{"n_patterns":40}}``; a top-level ``val_fraction`` changes the share of
 training groups held out for selection) run on the best variant: the item-7 candidates.
 
-    nice -n 10 .venv/bin/python benchmarks/features.py --stores /work/sweep/smollm2_t128 \\
-        --pairs /work/sweep/mathdial_all.parquet --folds 5 --top 2 --out /work/sweep/b2/sweep_mathdial.json
+    nice -n 10 .venv/bin/python benchmarks/features.py --stores sweep/smollm2_t128 \\
+        --pairs sweep/mathdial_all.parquet --folds 5 --top 2 --out sweep/b2/sweep_mathdial.json
 """
 
 from __future__ import annotations
