@@ -44,3 +44,10 @@ def prefect_harness():
 
 def tiny_overrides(model: Path, workdir: Path, **extra: object) -> dict[str, object]:
     return {"features.model": str(model), "run.workdir": str(workdir), "run.system_metrics": False, **extra}
+
+
+@pytest.fixture(autouse=True)
+def own_mlflow_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI for the whole process (an earlier test's store would
+    leak into these); each test here uses the store of its own workdir or server."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
