@@ -74,3 +74,10 @@ def registry(tmp_path_factory, tiny_lm):
         return HeadRef(uri=str(path), digest=f"{seed:064d}", phase="phase2", dim=32, width=8)
 
     return tracking, client, make, uri
+
+
+@pytest.fixture(autouse=True)
+def own_mlflow_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI for the whole process (an earlier test's store would
+    leak into these); each test here registers into and reads from its own store."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
