@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,6 +38,17 @@ def is_oom(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and any(m in str(err).lower() for m in _OOM_MESSAGES)
 
 
+def _back_off(runner: Any, err: BaseException, *, can_shrink: bool) -> None:
+    """On an out-of-memory error halve ``runner.batch_size`` and count it; re-raise anything else, or when the
+    batch cannot shrink further."""
+    if not is_oom(err) or not can_shrink:
+        raise err
+    runner.batch_size = max(1, runner.batch_size // 2)
+    runner.oom_backoffs += 1
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 @dataclass
 class BackoffRunner:
     """Runs ``forward`` over sequences ``batch_size`` at a time, halving the batch size on out-of-memory.
@@ -59,12 +71,7 @@ class BackoffRunner:
             try:
                 out = self.forward(batch)
             except (torch.OutOfMemoryError, RuntimeError) as err:
-                if not is_oom(err) or self.batch_size == 1:
-                    raise
-                self.batch_size = max(1, self.batch_size // 2)
-                self.oom_backoffs += 1
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+                _back_off(self, err, can_shrink=self.batch_size > 1)
                 continue
             outputs.append(out)
             self.useful_tokens += sum(len(s) for s in batch)
@@ -97,12 +104,7 @@ class GroupRunner:
             try:
                 out = self.forward(batch)
             except (torch.OutOfMemoryError, RuntimeError) as err:
-                if not is_oom(err) or step == 1:
-                    raise
-                self.batch_size = max(1, self.batch_size // 2)
-                self.oom_backoffs += 1
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+                _back_off(self, err, can_shrink=step > 1)
                 continue
             outputs.append(out)
             self.useful_tokens += int(out.tokens)  # type: ignore[attr-defined]
