@@ -65,9 +65,12 @@ class TrackingContext(BaseModel):
     system_metrics_interval_s: float = 5.0
 
     def client(self) -> MlflowClient:
+        """A client on this store; also points mlflow's fluent API (``start_run``, ``log_model``'s
+        registration) at it, registry included: otherwise a registry URI set earlier in the process wins."""
         import mlflow
 
         mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
         return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
 

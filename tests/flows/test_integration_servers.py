@@ -73,6 +73,21 @@ class Processes:
         if proc.poll() is not None:
             raise AssertionError(f"{name} exited with {proc.returncode}:\n{self.tail(name)}")
 
+    def settle(self, name: str, timeout_s: float = 60.0) -> None:
+        """Wait until ``name`` has no child processes left: a runner's flow-run subprocess outlives the run's
+        Completed state for a moment, and a runner stopped before it exits cancels that run (Prefect's
+        ``cancel_all`` on shutdown), turning a finished run Cancelled."""
+        import psutil
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if not psutil.Process(self.procs[name].pid).children(recursive=True):
+                    return
+            except psutil.NoSuchProcess:
+                return
+            time.sleep(0.2)
+
     def stop(self, *names: str, grace_s: float = 15.0) -> None:
         """SIGTERM to each process group (servers and the runner start children of their own), then SIGKILL
         to what is left of a group once its leader exited or after ``grace_s`` seconds."""
@@ -211,6 +226,7 @@ def test_served_deployment_runs_tracks_and_caches(servers: Servers, tiny_model: 
             assert tasks2 == dict.fromkeys(("build-dataset", "extract-features", "phase1", "phase2", "evaluate"), "Cached")
             artifacts = {a.key for a in client.read_artifacts()}
             assert {"mlflow-run", "dataset-card", "feature-extraction", "phase1-admm", "evaluation-report"} <= artifacts
+            servers.procs.settle("coala-serve")
     finally:
         servers.procs.stop("coala-serve")
     print(f"served runs: first {first_s:.1f} s, cached rerun {second_s:.1f} s")

@@ -224,6 +224,7 @@ def test_pipeline_through_the_served_deployment(stack: Stack, tmp_path: Path) ->
             subflows, tasks = H._subflow_task_states(client, run.id)
             assert subflows == dict.fromkeys(H.SUBFLOWS, "COMPLETED")
             assert set(tasks.values()) == {"Completed"}
+            stack.procs.settle("worker")
     finally:
         stack.procs.stop("worker")
 
