@@ -91,6 +91,11 @@ class Phase1Config(StageConfig):
     rel_tol: float | None = Field(None, gt=0.0)
     iterate: Literal["last", "ergodic"] = "last"
     factor_max_dim: int = Field(8192, ge=1)
+    #: how the exact u-step is solved: ``dense`` factors the Pd x Pd system (Gram H, one factor per rho),
+    #: ``woodbury`` works in the space of the loss rows (resident rows, no H, one eigendecomposition for every
+    #: rho); ``auto`` takes woodbury when the rows are resident, fewer than P d and their n x n matrices fit
+    #: ``memory_budget_mb`` (linalg.woodbury_pays)
+    ustep: Literal["auto", "dense", "woodbury"] = "auto"
     pcg_max_iter: int = Field(200, ge=1)
     pcg_tol: float = Field(1e-10, gt=0.0)
     gated_max_iter: int = Field(5000, ge=1)

@@ -170,3 +170,97 @@ class StructuredUStep:
     def rhs_loss(self, rho: float) -> Any:
         """F'y/(n rho) in (2, P, d) layout: +X'D_i y for v_i, -X'D_i y for w_i."""
         return self.xp.stack([self.Fty, -self.Fty]) / (self.n * rho)
+
+
+class WoodburyUStep:
+    """The same exact u-step, solved in the space of the loss rows when they are fewer than P d.
+
+    With B = I_P (x) K, K = I + alpha^2 X'X, and c = 2 / (n rho), the a-system matrix is B + c F'F. By the
+    Woodbury identity
+
+        (B + c F'F)^-1 = B^-1 - B^-1 F' (I / c + F B^-1 F')^-1 F B^-1,
+
+    and F B^-1 F' = A (S o D D') A' with S = X K^-1 X' (rows x rows), D the 0/1 patterns and A the identity
+    (pointwise) or the chosen-minus-rejected selector (pairwise). That n_loss x n_loss matrix does not depend on
+    rho: one eigendecomposition serves every rho of a path, and the (Pd)^2 Gram H is never formed. K is
+    well conditioned (eigenvalues in [1, 1 + alpha^2 ||X||^2]), so K^-1 and X K^-1 are formed once and every
+    solve is matrix products: O(n d P + n^2 + d^2 P) against O((Pd)^2) for :class:`StructuredUStep`, whose
+    set-up costs n (Pd)^2 for H and (Pd)^3 per rho. Needs the rows resident (``rows.X``).
+    """
+
+    exact_factor = True
+
+    def __init__(self, rows: Any, XtX: Any, Fty: Any, alpha: float) -> None:
+        xp = rows.xp
+        self.xp, self.n, self.alpha = xp, int(rows.n_loss), alpha
+        self.P, self.d = int(Fty.shape[0]), int(Fty.shape[1])
+        self.Fty = xp.asarray(Fty, dtype=xp.float64)
+        self.XtX = xp.asarray(XtX, dtype=xp.float64)
+        X = xp.asarray(rows.X, dtype=xp.float64)
+        self.X = X
+        self.D = (rows.E > 0).astype(xp.float64)
+        self.pairs = rows.pairs if rows.pairwise else None
+        Kinv = Cholesky(xp.eye(self.d) + alpha**2 * self.XtX, xp).solve(xp.eye(self.d))
+        self.Kinv = (Kinv + Kinv.T) / 2.0
+        self.XK = X @ self.Kinv  # X K^-1 (n, d)
+        G = (self.XK @ X.T) * (self.D @ self.D.T)  # S o D D'
+        if self.pairs is not None:
+            c, r = self.pairs
+            G = G[c][:, c] - G[c][:, r] - G[r][:, c] + G[r][:, r]
+        G = (G + G.T) / 2.0
+        lam, self.V = xp.linalg.eigh(G)
+        self.lam = xp.maximum(lam, 0.0)  # PSD up to rounding
+        self.cg_iters = 0
+
+    def _rows(self, f: Any) -> Any:
+        """A f: per-row values to per-loss-row values (chosen minus rejected when pairwise)."""
+        if self.pairs is None:
+            return f
+        c, r = self.pairs
+        return f[c] - f[r]
+
+    def _rows_t(self, s: Any) -> Any:
+        """A' s: per-loss-row values back to rows."""
+        if self.pairs is None:
+            return s
+        c, r = self.pairs
+        g = self.xp.zeros(self.X.shape[0], dtype=self.xp.float64)
+        g[c] += s
+        g[r] -= s
+        return g
+
+    def solve_a(self, R: Any, rho: float) -> Any:
+        """a = (B + c F'F)^-1 R for R (P, d)."""
+        c = 2.0 / (self.n * rho)
+        t = self.V.T @ self._rows((self.D * (self.XK @ R.T)).sum(axis=1))  # V' F B^-1 R
+        s = self._rows_t(self.V @ (t / (1.0 / c + self.lam)))
+        return R @ self.Kinv - (self.D * s[:, None]).T @ self.XK
+
+    def a_matvec(self, a: Any, rho: float) -> Any:
+        """(B + c F'F) a for a (P, d), without H."""
+        c = 2.0 / (self.n * rho)
+        f = self._rows_t(self._rows((self.D * (self.X @ a.T)).sum(axis=1)))
+        return a + self.alpha**2 * (a @ self.XtX) + c * ((self.D * f[:, None]).T @ self.X)
+
+    def solve(self, b: Any, rho: float, u0: Any | None = None) -> Any:
+        xp = self.xp
+        bv, bw = b[0], b[1]
+        c = (bv + bw) @ self.Kinv
+        a = self.solve_a(bv - bw, rho)
+        return xp.stack([(c + a) / 2.0, (c - a) / 2.0])
+
+    def full_matvec(self, u: Any, rho: float) -> Any:
+        """(I + F'F/(n rho) + alpha^2 G'G) u (used to verify the split)."""
+        a = u[0] - u[1]
+        f = self._rows_t(self._rows((self.D * (self.X @ a.T)).sum(axis=1)))
+        Fa = ((self.D * f[:, None]).T @ self.X) / (self.n * rho)
+        return u + self.alpha**2 * (u @ self.XtX) + self.xp.stack([Fa, -Fa])
+
+    def rhs_loss(self, rho: float) -> Any:
+        return self.xp.stack([self.Fty, -self.Fty]) / (self.n * rho)
+
+
+def woodbury_pays(n_rows: int, n_loss: int, P: int, d: int, resident: bool, memory_budget_mb: float) -> bool:
+    """Whether :class:`WoodburyUStep` is cheaper than the Pd-space factor: rows resident, fewer loss rows than
+    P d, and the rows x rows matrices (about three of them, float64) within the memory budget."""
+    return resident and n_loss < P * d and 3 * n_rows * n_rows * 8 <= max(memory_budget_mb, 64.0) * 2**20

@@ -122,14 +122,18 @@ def relu_critical_beta(rows: PreparedRows, Fty: Any) -> tuple[float, bool]:
     <= beta (group w_i), with b_i = X'D_i y / n the negative loss gradient and e_i = 2 D_i - 1 (the cone
     multipliers mu are the constraint's duals). Each minimum is one NNLS problem. The cones make this smaller
     than the gated program's max_i ||b_i|| (measured: often half of it). Falls back to that bound (exact=False)
-    when the rows are streamed or n * d > NNLS_MAX_SIZE.
+    when n * d > NNLS_MAX_SIZE. Streamed rows of at most that size are read once for it, so the path's grid
+    does not depend on the memory budget.
     """
     upper = critical_beta(Fty, rows.n_loss)
-    if rows.X is None or rows.n * rows.d > NNLS_MAX_SIZE:
+    if rows.n * rows.d > NNLS_MAX_SIZE:
         return upper, False
     from scipy.optimize import nnls
 
-    X = np.asarray(to_numpy(rows.X), dtype=np.float64)
+    if rows.X is not None:
+        X = np.asarray(to_numpy(rows.X), dtype=np.float64)
+    else:
+        X = np.concatenate([np.asarray(to_numpy(Xb), dtype=np.float64) for _, _, Xb in rows.blocks()])
     E = np.asarray(to_numpy(rows.E), dtype=np.float64)
     b = np.asarray(to_numpy(Fty), dtype=np.float64) / rows.n_loss
     best = 0.0

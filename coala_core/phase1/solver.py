@@ -24,7 +24,7 @@ from coala_core.phase1.config import ABS_TOL_FACTOR, Phase1Config
 from coala_core.phase1.cronos import NystromCGUStep
 from coala_core.phase1.data import PreparedRows
 from coala_core.phase1.gated import solve_gated
-from coala_core.phase1.linalg import StructuredUStep
+from coala_core.phase1.linalg import StructuredUStep, WoodburyUStep, woodbury_pays
 from coala_core.phase1.programs import critical_beta, evaluate, network_accuracy, recover_network, relu_critical_beta
 from coala_core.phase1.result import Phase1Result
 from coala_core.phase1.source import to_numpy
@@ -55,7 +55,14 @@ class Phase1Solver:
         if config.objective == "pairwise" and config.solver == "cronos":
             raise ConfigError("objective: 'pairwise' is solved by solver='admm' only (cronos mode is pointwise)")
         self.scale_n = float(rows.n_loss) if config.loss == "sum" else 1.0  # internal objective = 1/n-scaled
-        need_H = config.solver == "admm" or config.program == "gated"
+        woodbury = config.solver == "admm" and config.program == "relu" and (
+            config.ustep == "woodbury" or (config.ustep == "auto" and woodbury_pays(
+                n, rows.n_loss, P, d, rows.resident, config.memory_budget_mb)))
+        if woodbury and not rows.resident:
+            raise ConfigError("ustep: 'woodbury' needs the rows resident; raise memory_budget_mb or use 'dense'")
+        #: the u-step in use: ``woodbury`` (rows space) or ``dense`` (the Pd x Pd factor or its PCG)
+        self.ustep_kind = "woodbury" if woodbury else "dense"
+        need_H = (config.solver == "admm" and not woodbury) or config.program == "gated"
         if need_H and (P * d) ** 2 * 8 > max(config.memory_budget_mb, 64.0) * 2**20 * 4:
             raise ConfigError(
                 f"n_patterns: the Gram H of size {P * d}x{P * d} (float64) exceeds 4x memory_budget_mb="
@@ -69,8 +76,10 @@ class Phase1Solver:
             crit, self.beta_crit_exact = relu_critical_beta(rows, self.Fty)
             self.beta_crit = crit * self.scale_n
         self.alpha = config.constraint_scale if config.constraint_scale is not None else 1.0 / np.sqrt(n)
-        if config.solver == "admm":
-            self.ustep: Any = StructuredUStep(self.XtX, self.H, self.Fty, rows.n_loss, self.alpha, rows.xp,
+        if woodbury:
+            self.ustep: Any = WoodburyUStep(rows, self.XtX, self.Fty, self.alpha)
+        elif config.solver == "admm":
+            self.ustep = StructuredUStep(self.XtX, self.H, self.Fty, rows.n_loss, self.alpha, rows.xp,
                                               config.factor_max_dim, config.pcg_tol, config.pcg_max_iter)
         else:
             self.ustep = NystromCGUStep(rows, self.Fty, self.alpha, config.nystrom_rank, config.cg_max_iter,

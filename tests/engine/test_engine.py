@@ -57,10 +57,8 @@ def test_streamed_store_equals_in_memory_arrays(tmp_path_factory, chunk_rows, bu
     np.testing.assert_allclose(r_l, memory.head.score(rejected), atol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="open (issue 10): the default path starts at the cone program's exact critical beta "
-                   "(NNLS) only when the rows are resident, at the gated bound when they are streamed, so the "
-                   "memory budget changes the grid (coala_core/phase1/programs.py relu_critical_beta)")
 def test_default_beta_grid_does_not_depend_on_the_memory_budget(tmp_path):
+    """The path starts at the cone program's exact critical beta (NNLS) for streamed rows as for resident ones."""
     chosen, rejected = make_pairs(50, 4, 0)
     store = write_store(tmp_path / "f.zarr", chosen, rejected, chunk_rows=8)
     tr, va = SubsetPairs(store, np.arange(36)), SubsetPairs(store, np.arange(36, 50))

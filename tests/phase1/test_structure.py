@@ -49,3 +49,57 @@ def test_structured_ustep_is_exact(rho: float, alpha: float, factor_max_dim: int
     np.testing.assert_allclose(step.full_matvec(u, rho).ravel(), M @ u.ravel(), atol=1e-9)
     if factor_max_dim == 1:
         assert step.cg_iters > 0
+
+
+def _dense_a_system(rows: PreparedRows, XtX: np.ndarray, H: np.ndarray, alpha: float, rho: float) -> np.ndarray:
+    P, d = rows.P, rows.d
+    return np.kron(np.eye(P), np.eye(d) + alpha**2 * XtX) + (2.0 / (rows.n_loss * rho)) * H
+
+
+@pytest.mark.parametrize("objective", ["pointwise", "pairwise"])
+@pytest.mark.parametrize("rho,alpha", [(1.0, 1.0), (0.03, 0.2), (50.0, 3.0), (1e4, 0.1)])
+def test_woodbury_ustep_solves_the_same_system(objective: str, rho: float, alpha: float) -> None:
+    """The rows-space u-step equals an explicit dense solve of the Pd-space a-system and the full u-system,
+    for the pointwise loss and for pair differences (rows fewer than P d, so auto would pick it)."""
+    from coala_core.phase1.linalg import WoodburyUStep
+    from coala_core.phase1.source import PairArrays, PairRows
+
+    rng = np.random.default_rng(3)
+    cfg = Phase1Config(n_patterns=4, compute_dtype="float64", drop_degenerate=False, objective=objective)
+    if objective == "pairwise":
+        source = PairRows(PairArrays(rng.standard_normal((9, 6)), rng.standard_normal((9, 6)), chunk_rows=4))
+    else:
+        X, y = tiny(7, n=14, d=6)
+        source = ArrayRows(X, y, chunk_rows=4)
+    rows = PreparedRows(source, cfg)
+    XtX, H, Fty = rows.grams(with_H=True)
+    assert rows.n_loss < rows.P * rows.d
+    step = WoodburyUStep(rows, XtX, Fty, alpha)
+    R = rng.standard_normal((rows.P, rows.d))
+    M = _dense_a_system(rows, XtX, H, alpha, rho)
+    np.testing.assert_allclose(step.solve_a(R, rho).ravel(), np.linalg.solve(M, R.ravel()), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(step.a_matvec(R, rho).ravel(), M @ R.ravel(), rtol=1e-10, atol=1e-10)
+    dense = StructuredUStep(XtX, H, Fty, rows.n_loss, alpha, np)
+    b = rng.standard_normal((2, rows.P, rows.d))
+    np.testing.assert_allclose(step.solve(b, rho), dense.solve(b, rho), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(step.full_matvec(b, rho), dense.full_matvec(b, rho), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(step.rhs_loss(rho), dense.rhs_loss(rho))
+
+
+def test_auto_takes_woodbury_only_where_it_pays() -> None:
+    """Defaults: few resident rows -> rows space, no Gram H; many rows -> the Pd factor; the two solvers give
+    the same Phase I solution at default settings."""
+    from coala_core.phase1.solver import Phase1Solver
+
+    X, y = tiny(11, n=40, d=6)
+    few = Phase1Solver(PreparedRows(ArrayRows(X, y), Phase1Config(n_patterns=8)), Phase1Config(n_patterns=8))
+    assert few.ustep_kind == "woodbury" and few.H is None
+    Xm, ym = tiny(11, n=200, d=3)
+    many = Phase1Solver(PreparedRows(ArrayRows(Xm, ym), Phase1Config(n_patterns=4)), Phase1Config(n_patterns=4))
+    assert many.ustep_kind == "dense" and many.H is not None
+    dense_cfg = Phase1Config(n_patterns=8, ustep="dense")
+    dense = Phase1Solver(PreparedRows(ArrayRows(X, y), dense_cfg), dense_cfg)
+    (r_w, _), (r_d, _) = few.solve(0.01), dense.solve(0.01)
+    assert r_w.converged and r_d.converged
+    assert abs(r_w.objective - r_d.objective) <= 1e-4 * max(1.0, abs(r_d.objective))
+    np.testing.assert_allclose(r_w.v, r_d.v, atol=2e-3)
