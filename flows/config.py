@@ -49,7 +49,8 @@ class RunSection(StageConfig):
     system_metrics_interval_s: float = Field(5.0, gt=0)
     task_timeout_s: float = Field(3600.0, gt=0, description="timeout of each compute task")
     task_runner: Literal["thread", "dask"] = Field(
-        "thread", description="thread: tasks in this process; dask: feature shards as mapped tasks on a Dask cluster")
+        "thread", description="thread: tasks in this process; dask: feature shards as mapped tasks, and Phase I's passes "
+                  "over the train rows (every ADMM iteration), on a Dask cluster")
     dask_address: str | None = Field(None, description="scheduler of an existing Dask cluster (tcp://host:8786); "
                                                        "unset: a LocalCluster of dask_workers processes")
     dask_workers: int = Field(2, ge=1, description="LocalCluster workers, and the number of extraction shards")

@@ -8,6 +8,7 @@ from prefect import flow
 
 from flows.config import PipelineConfig
 from flows.scale import extract_on_dask
+from tasks.dask_rows import dask_cluster
 from tasks.data import build_dataset_task
 from tasks.evaluation import evaluate_task
 from tasks.features import extract_features_task
@@ -34,12 +35,19 @@ def extract_features(dataset: DatasetRef, config: PipelineConfig, tracking: Trac
                      timeout_s=config.run.task_timeout_s, dataset=dataset, config=config.features)
 
 
+def phase1_cluster(config: PipelineConfig) -> dict[str, dict]:
+    """``{"dask": cluster}`` when ``run.task_runner: dask`` (Phase I's passes on that cluster), else nothing (the
+    task's inputs, hence its cache key and folder, stay those of the in-process run)."""
+    cluster = dask_cluster(config.run)
+    return {"dask": cluster} if cluster else {}
+
+
 @flow(name="train-head", log_prints=True)
 def train_head(features: FeaturesRef, config: PipelineConfig, tracking: TrackingContext) -> HeadRef:
     """Phase I (convex first layer, beta path) then Phase II (theta2), both selected on validation."""
     first = run_stage(phase1_task, stage="heads-phase1", workdir=config.workdir, tracking=tracking,
                       timeout_s=config.run.task_timeout_s, features=features, config=config.phase1,
-                      train=config.train)
+                      train=config.train, **phase1_cluster(config))
     return run_stage(phase2_task, stage="heads", workdir=config.workdir, tracking=tracking,
                      timeout_s=config.run.task_timeout_s, phase1=first, features=features, config=config.phase2)
 

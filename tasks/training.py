@@ -24,6 +24,7 @@ from coala_core.phase2 import Phase2Config, RewardHead
 from storage.feature_store import FeatureStore
 from storage.heads import head_digest, load_head, save_head
 from tasks import artifacts
+from tasks.dask_rows import dask_train_rows
 from tasks.refs import FeaturesRef, HeadRef
 from tasks.stage import TrackingContext, current_stage, stage_task
 from tasks.tracking import TrackedRun
@@ -114,14 +115,20 @@ def phase2_params(config: Phase2Config, **_: Any) -> dict[str, Any]:
 
 
 @stage_task("phase1", params=phase1_params)
-def phase1_task(features: FeaturesRef, config: Phase1Config, train: TrainConfig | None = None, *, workdir: Path,
-                output: Path, tracking: TrackingContext) -> HeadRef:
-    """Phase I beta path on the train store, beta chosen by validation pairwise accuracy; writes a head."""
+def phase1_task(features: FeaturesRef, config: Phase1Config, train: TrainConfig | None = None,
+                dask: dict[str, Any] | None = None, *, workdir: Path, output: Path, tracking: TrackingContext) -> HeadRef:
+    """Phase I beta path on the train store, beta chosen by validation pairwise accuracy; writes a head.
+    ``dask`` (``tasks.dask_rows.dask_cluster``): the train rows' passes run on that Dask cluster."""
     stage = current_stage()
     spec = HeadSpec.build(phase1=config, train=train or TrainConfig())
     progress = artifacts.Progress("phase1-admm", f"Phase I: ADMM over a path of {config.path_n_betas} betas")
     monitor = AdmmMonitor(stage.run, progress)
-    first = fit_first_layer(_store(features, "train"), _store(features, "validation"), spec, progress=monitor)
+    with dask_train_rows(features["train"].uri, dask) as rows:
+        if rows is not None:
+            stage.set_tags({"coala.phase1.rows": "dask", "coala.phase1.dask_workers": str(rows.n_workers),
+                            "coala.phase1.dask_tasks": str(len(rows.ranges))})
+        first = fit_first_layer(_store(features, "train"), _store(features, "validation"), spec, progress=monitor,
+                                train_rows=rows)
     monitor.flush(1.0, force=True)
     stage.flops = first.record.compute.get("phase1_flops", 0.0)
     save_head(output, first.head, provenance=features["train"].provenance, **first.record.head_json())

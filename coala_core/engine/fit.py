@@ -74,9 +74,11 @@ def _sources(train: Any, validation: Any, chunk_rows: int) -> tuple[Any, Any]:
 
 
 def fit_first_layer(train: Any, validation: Any, spec: HeadSpec | None = None, *,
-                    progress: Callable[[dict[str, Any]], None] | None = None) -> TrainedHead:
+                    progress: Callable[[dict[str, Any]], None] | None = None, train_rows: Any = None) -> TrainedHead:
     """The first layer: the Phase I beta path on ``train`` selected on ``validation`` (``train.first_layer:
-    phase1``), or a seeded random ReLU layer (``random``). ``progress(event)`` gets every ADMM iteration."""
+    phase1``), or a seeded random ReLU layer (``random``). ``progress(event)`` gets every ADMM iteration.
+    ``train_rows``: the Phase I row source of the same train pairs that runs its passes elsewhere
+    (``coala_core.phase1.dask_source.DaskStoreRows``: on a Dask cluster), in place of reading ``train`` here."""
     from coala_core.phase1 import fit_phase1_path
 
     spec = spec or HeadSpec()
@@ -86,7 +88,13 @@ def fit_first_layer(train: Any, validation: Any, spec: HeadSpec | None = None, *
         head = random_relu_head(int(tr.dim), spec.train.random_width, seed=spec.train.seed, mean=mean, scale=scale)
         return TrainedHead(head, TrainingRecord(spec=spec, first_layer="random"))
     config = resolve_backend(spec.phase1)
-    res = fit_phase1_path(tr, config=config, validation=va, betas=spec.train.phase1_betas, progress=progress)
+    rows = tr
+    if train_rows is not None:
+        if int(train_rows.n_rows) != 2 * int(tr.n_rows) or int(train_rows.dim) != int(tr.dim):
+            raise DataError(f"train rows: {train_rows!r} holds {train_rows.n_rows} rows of width {train_rows.dim}, "
+                            f"the train pairs {tr.n_rows} pairs of width {tr.dim}")
+        rows, config = train_rows, config.replace(backend="numpy")  # the driver side of remote rows is numpy
+    res = fit_phase1_path(rows, config=config, validation=va, betas=spec.train.phase1_betas, progress=progress)
     head = phase1_head(res)
     path = list(res.path or [])
     iters = int(sum(r.get("iterations", 0) for r in path)) or int(res.iterations)
@@ -94,6 +102,8 @@ def fit_first_layer(train: Any, validation: Any, spec: HeadSpec | None = None, *
     flops = admm_flops(2 * int(tr.n_rows), d, P, iters, factorised=d * P <= config.factor_max_dim)
     summary = {k: v for k, v in res.summary().items() if k not in ("path", "config")}
     summary["backend"] = config.backend
+    if train_rows is not None:  # where the rows were: e.g. {"rows": "dask", "dask_workers": 2, "dask_tasks": 5}
+        summary.update(train_rows.describe() if hasattr(train_rows, "describe") else {"rows": type(train_rows).__name__})
     record = TrainingRecord(spec=spec, first_layer="phase1", phase1_beta=float(res.beta), phase1_path=path,
                             phase1_summary=summary, phase1_history=dict(res.history),
                             compute={"phase1_flops": flops, "phase1_iterations": float(iters)})

@@ -26,6 +26,7 @@ import numpy as np
 from coala_core.phase1.anderson import Anderson
 from coala_core.phase1.data import PreparedRows
 from coala_core.phase1.programs import group_norm_sum, group_soft_threshold
+from coala_core.phase1.source import get_xp
 
 
 @dataclass
@@ -65,7 +66,8 @@ class StepInfo:
 def init_state(rows: PreparedRows, rho: float) -> ADMMState:
     xp, P, d = rows.xp, rows.P, rows.d
     zeros = xp.zeros((2, P, d), dtype=xp.float64)
-    s = xp.zeros((rows.n, 2 * P), dtype=rows.dtype)
+    # rows on a cluster keep s and nu there (phase1/dask_source.py RemoteBlocks)
+    s = rows.remote.zeros(2 * P) if rows.remote is not None else xp.zeros((rows.n, 2 * P), dtype=rows.dtype)
     return ADMMState(zeros, zeros.copy(), zeros.copy(), s, s.copy(), zeros.copy(), float(rho), 0,
                      zeros.copy(), 0)
 
@@ -96,6 +98,10 @@ def _pass(prob: ADMMProblem, st: ADMMState, u: Any, z: Any) -> tuple[Any, Any, A
     rows, xp, a = prob.rows, prob.rows.xp, prob.alpha
     P, dt = rows.P, rows.dtype
     UZ = xp.concatenate([u[0], u[1], z[0], z[1]], axis=0).T.astype(dt)  # (d, 4P)
+    if rows.remote is not None:  # the same pass, map-reduced where the rows are; pred stays there (None)
+        s_new, nu_new, acc, sums = rows.remote.admm_pass(st.s, st.nu, UZ, a, prob.relaxation, prob.report,
+                                                         rows.pairwise)
+        return s_new, nu_new, _gt_blocks(acc, a, P), sums, None
     acc = xp.zeros((rows.d, 6 * P), dtype=xp.float64)
     s_new, nu_new = xp.empty_like(st.s), xp.empty_like(st.nu)
     sums = {"Gu": 0.0, "s": 0.0, "res": 0.0, "sq": 0.0, "viol": 0.0}
@@ -122,11 +128,16 @@ def _pass(prob: ADMMProblem, st: ADMMState, u: Any, z: Any) -> tuple[Any, Any, A
         preds.append(pred)
         neg = xp.minimum(0.0, E2.astype(xp.float64) * Qz)
         sums["viol"] += float((neg * neg).sum())
-    blocks = [a * acc[:, j * P:(j + 1) * P].T for j in range(6)]
-    two = [xp.stack([blocks[2 * j], blocks[2 * j + 1]]) for j in range(3)]
     pred = xp.concatenate(preds)
     sums["sq"] = rows.squared_loss_sum(pred)
-    return s_new, nu_new, two, sums, pred
+    return s_new, nu_new, _gt_blocks(acc, a, P), sums, pred
+
+
+def _gt_blocks(acc: Any, a: float, P: int) -> list[Any]:
+    """alpha G'(s - nu), alpha G'(s - s_old), alpha G'nu, each (2, P, d), from the pass's sums (d, 6P)."""
+    xp = get_xp(acc)
+    blocks = [a * acc[:, j * P:(j + 1) * P].T for j in range(6)]
+    return [xp.stack([blocks[2 * j], blocks[2 * j + 1]]) for j in range(3)]
 
 
 def admm_step(prob: ADMMProblem, st: ADMMState) -> tuple[ADMMState, StepInfo]:
@@ -149,8 +160,9 @@ def admm_step(prob: ADMMProblem, st: ADMMState) -> tuple[ADMMState, StepInfo]:
     loss = sums["sq"] / (2.0 * rows.n_loss)
     rep = u if prob.report == "u" else z
     obj = loss + prob.beta * (group_norm_sum(rep[0]) + group_norm_sum(rep[1]))
+    accuracy = rows.accuracy(pred) if pred is not None else sums["correct"] / int(rows.pairs[0].shape[0])
     info = StepInfo(obj, loss, r_pri, r_dual, float(eps_pri), float(eps_dual),
-                    float(np.sqrt(sums["viol"] / rows.n)), rows.accuracy(pred), rho, pred)
+                    float(np.sqrt(sums["viol"] / rows.n)), accuracy, rho, pred)
     new = ADMMState(u, z, lam, s, nu, GtSnu, rho, st.k + 1, st.z_sum + rep, st.n_avg + 1)
     if prob.adaptive_rho and new.k <= prob.rho_adapt_until and new.k % prob.rho_adapt_every == 0:
         rel_pri = r_pri / max(Ax, Bz, 1e-30)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from coala_core.errors import DataError
+from coala_core.errors import ConfigError, DataError
 from coala_core.phase1.config import Phase1Config
 from coala_core.phase1.patterns import (
     MomentAccumulator,
@@ -40,12 +40,21 @@ class Standardizer:
 
 
 def _backend(source: RowSource, config: Phase1Config) -> ModuleType:
-    if config.backend == "numpy":
+    if config.backend == "numpy" or hasattr(source, "admm_pass"):  # a remote source's driver side is numpy
         return np
     if config.backend == "cupy":
         return cupy_module()
     first = next(iter(source.iter_blocks()), None)
     return np if first is None else get_xp(first.X)
+
+
+def _labels(source: RowSource) -> Iterator[tuple[int, Any, int]]:
+    """``(rows, labels, pairs)`` per block of ``source``; a source with ``labels()`` gives them unread."""
+    if hasattr(source, "labels"):
+        yield from source.labels()
+        return
+    for block in source.iter_blocks():
+        yield int(block.X.shape[0]), block.y, block.n_pairs
 
 
 class PreparedRows:
@@ -64,18 +73,21 @@ class PreparedRows:
         self.d_raw = int(source.dim)
         self.d = self.d_raw + (1 if config.bias else 0)
         self.X: Any = None
+        #: a source whose rows stay where they are (phase1/dask_source.py): every pass it provides runs there
+        self.remote: Any = source if hasattr(source, "admm_pass") else None
+        if self.remote is not None and config.anderson_memory:
+            raise ConfigError("anderson_memory: Anderson acceleration needs the per-row state in this process; "
+                              "use 0 with rows on a Dask cluster")
         if standardizer is None:
             standardizer = self._fit_standardizer()
         self.standardizer = standardizer
         itemsize = 4 if config.compute_dtype == "float32" else 8
-        if self.n * self.d * itemsize <= config.memory_budget_mb * 2**20:
+        if self.remote is None and self.n * self.d * itemsize <= config.memory_budget_mb * 2**20:
             self.X = self.xp.concatenate([b for _, _, b in self._stream()], axis=0)
         ys, pairs_c, pairs_r, offset = [], [], [], 0
-        for block in source.iter_blocks():
-            m = int(block.X.shape[0])
-            ys.append(self.xp.asarray(block.y, dtype=self.dtype))
-            if source.paired and block.n_pairs:
-                k = block.n_pairs
+        for m, y_block, k in _labels(source):
+            ys.append(self.xp.asarray(y_block, dtype=self.dtype))
+            if source.paired and k:
                 pairs_c.append(np.arange(offset, offset + k))
                 pairs_r.append(np.arange(offset + k, offset + 2 * k))
             offset += m
@@ -94,14 +106,25 @@ class PreparedRows:
             raise DataError("patterns: every gate gave a degenerate pattern; no neuron is left to fit")
         self.gates = np.asarray(gates, dtype=np.float64)
         self.P = int(self.gates.shape[1])
-        self.E = self.xp.concatenate([gate_signs(b, self.gates) for _, _, b in self.blocks()], axis=0)
-        self.pattern_report.shares = np.asarray((self.E > 0).mean(axis=0).tolist())
+        self._E: Any = None
+        if self.remote is not None:  # signs made and kept on the workers, next to their rows
+            self.pattern_report.shares = np.asarray(self.remote.prepare(self.standardizer, self.gates, self.dtype))
+        else:
+            self._E = self.xp.concatenate([gate_signs(b, self.gates) for _, _, b in self.blocks()], axis=0)
+            self.pattern_report.shares = np.asarray((self._E > 0).mean(axis=0).tolist())
         self.pairwise = config.objective == "pairwise"
         if self.pairwise and self.pairs is None:
             raise DataError("objective: 'pairwise' needs preference pairs (chosen, rejected) or a feature store, "
                             "not rows with labels")
         #: rows of the squared loss: n (pointwise) or the number of pairs (pairwise)
         self.n_loss = int(self.pairs[0].shape[0]) if self.pairwise else self.n
+
+    @property
+    def E(self) -> Any:
+        """Pattern signs 2 D - 1 (n, P) in the compute dtype (gathered from a remote source on first use)."""
+        if self._E is None:
+            self._E = self.xp.asarray(self.remote.gather_signs())
+        return self._E
 
     # --- reading -------------------------------------------------------------------------------------------
     def _fit_standardizer(self) -> Standardizer:
@@ -137,6 +160,9 @@ class PreparedRows:
             yield start, stop, self.X[start:stop]
 
     def _sign_pass(self, gates: np.ndarray) -> Iterator[Any]:
+        if self.remote is not None:
+            yield from self.remote.sign_pass(self.standardizer, gates, self.dtype)
+            return
         for _, _, Xb in self.blocks():
             yield gate_signs(Xb, gates)
 

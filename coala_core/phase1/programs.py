@@ -54,6 +54,12 @@ def evaluate(rows: PreparedRows, v: Any, w: Any, beta: float, program: str) -> E
     W = xp.asarray(w, dtype=rows.dtype)
     P = V.shape[0]
     UW = xp.concatenate([V, W], axis=0).T
+    penalty = group_norm_sum(xp.asarray(v, dtype=xp.float64)) + group_norm_sum(xp.asarray(w, dtype=xp.float64))
+    if rows.remote is not None:  # the same sums where the rows are (phase1/dask_source.py)
+        r = rows.remote.evaluate_pass(UW, program == "relu", rows.pairwise)
+        obj = r["sq"] / (2.0 * rows.n_loss) + beta * penalty
+        return Evaluation(r["sq"] / (2.0 * rows.n_loss), penalty, obj, obj * rows.n_loss,
+                          float(np.sqrt(r["viol"] / rows.n)), r["correct"] / int(rows.pairs[0].shape[0]), None)
     viol = 0.0
     preds = []
     for start, stop, Xb in rows.blocks():
@@ -68,7 +74,6 @@ def evaluate(rows: PreparedRows, v: Any, w: Any, beta: float, program: str) -> E
             viol += float((neg * neg).sum())
     pred = xp.concatenate(preds)
     loss = rows.squared_loss_sum(pred) / (2.0 * rows.n_loss)
-    penalty = group_norm_sum(xp.asarray(v, dtype=xp.float64)) + group_norm_sum(xp.asarray(w, dtype=xp.float64))
     obj = loss + beta * penalty
     return Evaluation(loss, penalty, obj, obj * rows.n_loss, float(np.sqrt(viol / rows.n)), rows.accuracy(pred),
                       pred)
@@ -85,6 +90,8 @@ def network_accuracy(rows: PreparedRows, theta1: np.ndarray, theta2: np.ndarray,
     T1 = xp.asarray(theta1, dtype=xp.float64)
     t2 = xp.asarray(theta2, dtype=xp.float64)
     G = xp.asarray(rows.gates[:, pattern], dtype=xp.float64) if program == "gated" else None
+    if rows.remote is not None:  # pairs ranked right, counted where the rows are
+        return rows.remote.network_pass(T1, t2, G) / int(rows.pairs[0].shape[0])
     preds = []
     for _, _, Xb in rows.blocks():
         X64 = Xb.astype(xp.float64)

@@ -1,5 +1,6 @@
 """``run.task_runner: dask``: feature shards as mapped Prefect tasks on a Dask LocalCluster of two worker
-processes give stores equal, element by element, to the single-process extraction."""
+processes give stores equal, element by element, to the single-process extraction; the pipeline's Phase I
+then runs its passes (each ADMM iteration) on a LocalCluster too and records it."""
 
 from __future__ import annotations
 
@@ -155,3 +156,19 @@ def test_pipeline_with_the_dask_task_runner(harness, inputs, tmp_path: Path) -> 
     stores = list((tmp_path / "features").glob("*/*.zarr"))
     assert {p.name for p in stores} == {"train.zarr", "validation.zarr", "test.zarr"}
     assert all(FeatureStore.open(p, mode="r").is_complete for p in stores)
+
+    # Phase I ran on a LocalCluster of two workers (every ADMM iteration there), and its run says so
+    import json
+
+    from mlflow import MlflowClient
+
+    from tasks.tracking import tracking_uri
+
+    client = MlflowClient(tracking_uri(tmp_path))
+    exp = client.get_experiment_by_name("coala-tiny")
+    (p1,) = client.search_runs([exp.experiment_id], "tags.`coala.stage` = 'phase1'")
+    assert p1.data.tags["coala.phase1.rows"] == "dask" and p1.data.tags["coala.phase1.dask_workers"] == "2"
+    assert len(client.get_metric_history(p1.info.run_id, "admm/objective")) > 1
+    (head_json,) = (tmp_path / "heads-phase1").glob("*/head.json")
+    summary = json.loads(head_json.read_text())["phase1_summary"]
+    assert summary["rows"] == "dask" and summary["dask_workers"] == 2 and summary["dask_tasks"] >= 1

@@ -1,6 +1,6 @@
-"""The dask backend of Phase I's streamed reductions (coala_core/phase1/dask_source.py) on a LocalCluster of two
-worker processes, over a Zarr feature store: the same standardisation, Gram matrices and fitted head as the
-in-process pass over the same store, to 1e-6."""
+"""The dask backend of Phase I (coala_core/phase1/dask_source.py) on a LocalCluster of two worker processes, over
+a Zarr feature store: the same standardisation, Gram matrices, ADMM iterations and fitted head as the in-process
+passes over the same store, to 1e-6 (more cases, on a threads cluster, in test_dask_admm.py)."""
 
 from __future__ import annotations
 
@@ -91,6 +91,32 @@ def test_fit_at_default_settings(store_uri: str, client) -> None:  # noqa: ANN00
     assert got.objective == pytest.approx(ref.objective, rel=1e-6)
     np.testing.assert_allclose(got.v, ref.v, atol=1e-4 * np.abs(ref.v).max())
     np.testing.assert_allclose(got.theta2, ref.theta2, atol=1e-4 * np.abs(ref.theta2).max())
+
+
+def test_admm_iterations_on_worker_processes_equal_the_in_process_ones(store_uri: str, client) -> None:  # noqa: ANN001
+    """Default settings (float32), one task per store chunk (the in-process streamed pass's blocks): the ADMM
+    state lives in the two worker processes, and 150 iterations agree with the in-process ones to 1e-6."""
+    from coala_core.phase1.dask_source import RemoteBlocks
+    from coala_core.phase1.fit import prepare
+
+    config = Phase1Config(max_iter=150, memory_budget_mb=0)
+    local = PairRows(FeatureStore.open(store_uri, mode="r"))
+    remote = DaskStoreRows(store_uri, functools.partial(FeatureStore.open, mode="r"), client)
+    results = []
+    for source in (local, remote):
+        solver = prepare(source, None, config)
+        with pytest.warns(RuntimeWarning, match="did not reach"):
+            results.append(solver.solve())
+    (ref, _), (got, state) = results
+    assert isinstance(state.s, RemoteBlocks) and len(state.s.futures) == len(remote.ranges) == 10
+    holders = client.who_has(state.s.futures)
+    assert len({w for ws in holders.values() for w in ws}) == 2  # the state is spread over both workers
+    for key in ("objective", "r_primal", "r_dual", "cone_violation"):
+        np.testing.assert_allclose(got.history[key], ref.history[key], rtol=1e-6, err_msg=key)
+    for name in ("v", "w", "theta2"):
+        a, b = np.asarray(getattr(got, name)), np.asarray(getattr(ref, name))
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6 * np.abs(b).max(), err_msg=name)
+    assert got.objective == pytest.approx(ref.objective, rel=1e-6)
 
 
 def test_a_worker_error_names_the_chunk(tmp_path: Path, client) -> None:  # noqa: ANN001
