@@ -185,6 +185,24 @@ def _balance_rho(prob: ADMMProblem, st: ADMMState, rel_pri: float, rel_dual: flo
     return replace(st, rho=st.rho * f, lam=st.lam / f, nu=st.nu / f, GtSnu=GtSnu)
 
 
+def rescale_state(rows: PreparedRows, st: ADMMState, rho: float, alpha: float) -> ADMMState:
+    """A warm-start state for a new rho: scaled duals lam, nu times rho_old / rho and alpha G'(s - nu)
+    recomputed (one pass over X; where the rows are for a remote source)."""
+    xp, P = rows.xp, rows.P
+    f = rho / st.rho
+    nu = st.nu / f
+    if rows.remote is not None:
+        acc = rows.remote.gt_pass(st.s, nu)
+    else:
+        acc = xp.zeros((rows.d, 2 * P), dtype=xp.float64)
+        for start, stop, Xb in rows.blocks():
+            Eb = rows.E[start:stop]
+            E2 = xp.concatenate([Eb, Eb], axis=1)
+            acc += (Xb.T @ (E2 * (st.s[start:stop] - nu[start:stop]))).astype(xp.float64)
+    G = alpha * acc.T
+    return replace(st, rho=rho, lam=st.lam / f, nu=nu, GtSnu=xp.stack([G[:P], G[P:]]))
+
+
 def run_admm(prob: ADMMProblem, st: ADMMState, max_iter: int, *, fixed_iters: bool = False,
              history: dict[str, list[float]] | None = None,
              on_iteration: Callable[[ADMMState, StepInfo], None] | None = None, anderson: int = 0

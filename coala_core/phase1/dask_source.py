@@ -214,6 +214,13 @@ class DaskStoreRows:
         return (RemoteBlocks(self, states, 0, shape, self.dtype), RemoteBlocks(self, states, 1, shape, self.dtype),
                 acc, sums)
 
+    def gt_pass(self, s: Any, nu: Any) -> np.ndarray:
+        """X'(E2 (s - nu)) (d', 2P) float64 over all rows, s and nu where they are."""
+        data = self._prepared()
+        futures = [self.client.submit(wt.gt_partial, d, sf, sd, nf, nd, self.dtype, pure=False)
+                   for d, (sf, sd), (nf, nd) in zip(data, self._state_args(s), self._state_args(nu), strict=True)]
+        return self._tree(futures, wt.add).result()
+
     def evaluate_pass(self, UW: np.ndarray, relu: bool, pairwise: bool) -> dict[str, float]:
         """``sq``, ``viol``, ``correct`` of the convex model with weights ``UW`` (d', 2P) over all rows."""
         futures = [self.client.submit(wt.evaluate_partial, d, UW, relu, pairwise, pure=False) for d in self._prepared()]

@@ -153,6 +153,16 @@ def _loss_sums(pred: np.ndarray, k: int, pairwise: bool) -> dict[str, float]:
     return {"sq": float(r @ r), "correct": float((pc > pr).sum())}
 
 
+def gt_partial(data: RangeData, s_state: Any, s_div: tuple[float, ...], nu_state: Any, nu_div: tuple[float, ...],
+               dtype: Any) -> np.ndarray:
+    """X'(E2 (s - nu)) (d', 2P) float64 of one range (``Phase1Solver._rescale_rho``'s pass)."""
+    X, E = data.rows(), data.E
+    shape = (int(X.shape[0]), 2 * E.shape[1])
+    s, nu = _state(s_state, 0, s_div, shape, dtype), _state(nu_state, 1, nu_div, shape, dtype)
+    E2 = np.concatenate([E, E], axis=1)
+    return (X.T @ (E2 * (s - nu))).astype(np.float64)
+
+
 def partial_of(x: Any) -> tuple[np.ndarray, dict[str, float]]:
     """The partial sums of an ADMM range state ``(s, nu, partial)`` or of an already added partial."""
     return x[2] if len(x) == 3 else x

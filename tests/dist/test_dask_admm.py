@@ -167,3 +167,28 @@ def test_pairwise_objective_on_the_workers(stores: tuple[str, str], client) -> N
 def test_anderson_acceleration_is_refused_in_one_line(stores: tuple[str, str], client) -> None:  # noqa: ANN001
     with pytest.raises(ConfigError, match="anderson_memory"):
         fit_phase1(DaskStoreRows(stores[0], OPENER, client), config=Phase1Config(anderson_memory=5))
+
+
+def test_rescale_state_on_the_workers_equals_the_solvers_pass(stores: tuple[str, str], client) -> None:  # noqa: ANN001
+    """``admm.rescale_state`` (a new rho for a warm start: nu / f and alpha G'(s - nu) recomputed) runs its pass
+    on the workers for remote rows, and equals ``Phase1Solver._rescale_rho`` on the in-process rows."""
+    from coala_core.phase1.admm import rescale_state
+
+    train, _ = stores
+    config = Phase1Config(compute_dtype="float64", max_iter=30, memory_budget_mb=0)
+    local = prepare(_local(train), None, config)
+    remote = prepare(DaskStoreRows(train, OPENER, client), None, config)
+    with pytest.warns(RuntimeWarning, match="did not reach"):
+        _, st_local = local.solve()
+    with pytest.warns(RuntimeWarning, match="did not reach"):
+        _, st_remote = remote.solve()
+    rho = 3.0 * st_local.rho
+    ref = local._rescale_rho(st_local, rho)
+    same = rescale_state(local.rows, st_local, rho, local.alpha)
+    np.testing.assert_array_equal(same.GtSnu, ref.GtSnu)
+    np.testing.assert_array_equal(same.nu, ref.nu)
+    got = rescale_state(remote.rows, st_remote, rho, remote.alpha)
+    assert isinstance(got.nu, RemoteBlocks) and got.rho == ref.rho
+    _close(np.asarray(got.GtSnu), np.asarray(ref.GtSnu), "GtSnu")
+    _close(np.asarray(got.nu), np.asarray(ref.nu), "nu")
+    _close(np.asarray(got.lam), np.asarray(ref.lam), "lam")
