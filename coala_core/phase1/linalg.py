@@ -200,9 +200,17 @@ class WoodburyUStep:
         self.X = X
         self.D = (rows.E > 0).astype(xp.float64)
         self.pairs = rows.pairs if rows.pairwise else None
-        Kinv = Cholesky(xp.eye(self.d) + alpha**2 * self.XtX, xp).solve(xp.eye(self.d))
-        self.Kinv = (Kinv + Kinv.T) / 2.0
-        self.XK = X @ self.Kinv  # X K^-1 (n, d)
+        m = int(X.shape[0])
+        #: with fewer rows than features, K^-1 = I - alpha^2 X' (I + alpha^2 X X')^-1 X is applied in row space
+        self.low_rank = m < self.d
+        if self.low_rank:
+            Minv = Cholesky(xp.eye(m) + alpha**2 * (X @ X.T), xp).solve(xp.eye(m))
+            self.Minv = (Minv + Minv.T) / 2.0
+            self.XK = self.Minv @ X  # X K^-1 = (I + alpha^2 X X')^-1 X  (m, d)
+        else:
+            Kinv = Cholesky(xp.eye(self.d) + alpha**2 * self.XtX, xp).solve(xp.eye(self.d))
+            self.Kinv = (Kinv + Kinv.T) / 2.0
+            self.XK = X @ self.Kinv  # X K^-1 (n, d)
         G = (self.XK @ X.T) * (self.D @ self.D.T)  # S o D D'
         if self.pairs is not None:
             c, r = self.pairs
@@ -211,6 +219,12 @@ class WoodburyUStep:
         lam, self.V = xp.linalg.eigh(G)
         self.lam = xp.maximum(lam, 0.0)  # PSD up to rounding
         self.cg_iters = 0
+
+    def _kinv(self, R: Any) -> Any:
+        """R K^-1 for R (k, d)."""
+        if self.low_rank:
+            return R - self.alpha**2 * ((R @ self.X.T) @ self.XK)
+        return R @ self.Kinv
 
     def _rows(self, f: Any) -> Any:
         """A f: per-row values to per-loss-row values (chosen minus rejected when pairwise)."""
@@ -229,12 +243,12 @@ class WoodburyUStep:
         g[r] -= s
         return g
 
-    def solve_a(self, R: Any, rho: float) -> Any:
-        """a = (B + c F'F)^-1 R for R (P, d)."""
+    def solve_a(self, R: Any, rho: float, RK: Any = None) -> Any:
+        """a = (B + c F'F)^-1 R for R (P, d) (``RK`` = R K^-1 when already known)."""
         c = 2.0 / (self.n * rho)
         t = self.V.T @ self._rows((self.D * (self.XK @ R.T)).sum(axis=1))  # V' F B^-1 R
         s = self._rows_t(self.V @ (t / (1.0 / c + self.lam)))
-        return R @ self.Kinv - (self.D * s[:, None]).T @ self.XK
+        return (self._kinv(R) if RK is None else RK) - (self.D * s[:, None]).T @ self.XK
 
     def a_matvec(self, a: Any, rho: float) -> Any:
         """(B + c F'F) a for a (P, d), without H."""
@@ -245,8 +259,9 @@ class WoodburyUStep:
     def solve(self, b: Any, rho: float, u0: Any | None = None) -> Any:
         xp = self.xp
         bv, bw = b[0], b[1]
-        c = (bv + bw) @ self.Kinv
-        a = self.solve_a(bv - bw, rho)
+        both = self._kinv(xp.concatenate([bv + bw, bv - bw]))  # one K^-1 product for c and a
+        c = both[:self.P]
+        a = self.solve_a(bv - bw, rho, RK=both[self.P:])
         return xp.stack([(c + a) / 2.0, (c - a) / 2.0])
 
     def full_matvec(self, u: Any, rho: float) -> Any:

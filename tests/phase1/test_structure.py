@@ -56,25 +56,28 @@ def _dense_a_system(rows: PreparedRows, XtX: np.ndarray, H: np.ndarray, alpha: f
     return np.kron(np.eye(P), np.eye(d) + alpha**2 * XtX) + (2.0 / (rows.n_loss * rho)) * H
 
 
+@pytest.mark.parametrize("d", [6, 30])
 @pytest.mark.parametrize("objective", ["pointwise", "pairwise"])
 @pytest.mark.parametrize("rho,alpha", [(1.0, 1.0), (0.03, 0.2), (50.0, 3.0), (1e4, 0.1)])
-def test_woodbury_ustep_solves_the_same_system(objective: str, rho: float, alpha: float) -> None:
+def test_woodbury_ustep_solves_the_same_system(objective: str, rho: float, alpha: float, d: int) -> None:
     """The rows-space u-step equals an explicit dense solve of the Pd-space a-system and the full u-system,
-    for the pointwise loss and for pair differences (rows fewer than P d, so auto would pick it)."""
+    for the pointwise loss and for pair differences (rows fewer than P d, so auto would pick it); with d = 30
+    the rows are also fewer than d, and K^-1 itself is applied in row space."""
     from coala_core.phase1.linalg import WoodburyUStep
     from coala_core.phase1.source import PairArrays, PairRows
 
     rng = np.random.default_rng(3)
     cfg = Phase1Config(n_patterns=4, compute_dtype="float64", drop_degenerate=False, objective=objective)
     if objective == "pairwise":
-        source = PairRows(PairArrays(rng.standard_normal((9, 6)), rng.standard_normal((9, 6)), chunk_rows=4))
+        source = PairRows(PairArrays(rng.standard_normal((9, d)), rng.standard_normal((9, d)), chunk_rows=4))
     else:
-        X, y = tiny(7, n=14, d=6)
+        X, y = tiny(7, n=14, d=d)
         source = ArrayRows(X, y, chunk_rows=4)
     rows = PreparedRows(source, cfg)
     XtX, H, Fty = rows.grams(with_H=True)
     assert rows.n_loss < rows.P * rows.d
     step = WoodburyUStep(rows, XtX, Fty, alpha)
+    assert step.low_rank == (d == 30)
     R = rng.standard_normal((rows.P, rows.d))
     M = _dense_a_system(rows, XtX, H, alpha, rho)
     np.testing.assert_allclose(step.solve_a(R, rho).ravel(), np.linalg.solve(M, R.ravel()), rtol=1e-8, atol=1e-10)
