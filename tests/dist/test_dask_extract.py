@@ -170,5 +170,5 @@ def test_pipeline_with_the_dask_task_runner(harness, inputs, tmp_path: Path) -> 
     assert p1.data.tags["coala.phase1.rows"] == "dask" and p1.data.tags["coala.phase1.dask_workers"] == "2"
     assert len(client.get_metric_history(p1.info.run_id, "admm/objective")) > 1
     (head_json,) = (tmp_path / "heads-phase1").glob("*/head.json")
-    summary = json.loads(head_json.read_text())["phase1_summary"]
+    summary = json.loads(head_json.read_text())["training"]["phase1_summary"]
     assert summary["rows"] == "dask" and summary["dask_workers"] == 2 and summary["dask_tasks"] >= 1
