@@ -36,6 +36,7 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -171,7 +172,7 @@ def admm(args: argparse.Namespace, root: Path, workers: list[int]) -> dict:
     out: dict = {"pairs": n, "rows": 2 * n, "dim": d, "patterns": args.patterns, "iterations": iters,
                  "chunk_rows": args.chunk_rows_phase1}
 
-    def run(source: object, budget: float) -> tuple[dict, float]:
+    def run(source: object, budget: float) -> tuple[dict, Any]:
         config = Phase1Config(n_patterns=args.patterns, max_iter=iters, memory_budget_mb=budget)
         t0 = time.perf_counter()
         solver = prepare(source, None, config)
@@ -182,8 +183,8 @@ def admm(args: argparse.Namespace, root: Path, workers: list[int]) -> dict:
             res, _ = solver.solve()
         s = time.perf_counter() - t0
         assert res.iterations == iters
-        return {"setup_seconds": setup, "iteration_seconds": s / iters, "rows_x_iters_per_s": 2 * n * iters / s}, \
-            float(res.objective)
+        return {"setup_seconds": setup, "iteration_seconds": s / iters, "rows_x_iters_per_s": 2 * n * iters / s,
+                "objective": float(res.objective)}, res
 
     local = PairRows(FeatureStore.open(uri, mode="r"))
     out["one_process_streamed"], ref = run(local, 0.0)
@@ -200,7 +201,8 @@ def admm(args: argparse.Namespace, root: Path, workers: list[int]) -> dict:
         r["ratio_vs_streamed"] = r["rows_x_iters_per_s"] / base
         r["ratio_vs_resident"] = r["rows_x_iters_per_s"] / out["one_process_resident"]["rows_x_iters_per_s"]
         r["tasks"] = len(remote.ranges)
-        r["objective_rel_diff_vs_one_process"] = abs(obj - ref) / abs(ref)
+        r["objective_rel_diff_vs_one_process"] = abs(obj.objective - ref.objective) / abs(ref.objective)
+        r["v_max_rel_diff_vs_one_process"] = float(np.abs(obj.v - ref.v).max() / np.abs(ref.v).max())
         out[f"dask_{w}"] = r
     return out
 
