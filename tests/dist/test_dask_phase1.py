@@ -95,11 +95,11 @@ def test_fit_at_default_settings(store_uri: str, client) -> None:  # noqa: ANN00
 
 def test_admm_iterations_on_worker_processes_equal_the_in_process_ones(store_uri: str, client) -> None:  # noqa: ANN001
     """Default settings (float32), one task per store chunk (the in-process streamed pass's blocks): the ADMM
-    state lives in the two worker processes, and 150 iterations agree with the in-process ones to 1e-6."""
+    state lives in the two worker processes, and 100 iterations agree with the in-process ones to 1e-6."""
     from coala_core.phase1.dask_source import RemoteBlocks
     from coala_core.phase1.fit import prepare
 
-    config = Phase1Config(max_iter=150, memory_budget_mb=0)
+    config = Phase1Config(max_iter=100, memory_budget_mb=0)
     local = PairRows(FeatureStore.open(store_uri, mode="r"))
     remote = DaskStoreRows(store_uri, functools.partial(FeatureStore.open, mode="r"), client)
     results = []
