@@ -167,7 +167,7 @@ def path_table() -> None:
             t0 = time.perf_counter()
             cold = fit_phase1(train, beta=res.beta, **{k: v for k, v in cfg.items() if not k.startswith("path")})
             tc = time.perf_counter() - t0
-        its = [row["iterations"] for row in res.path or []]
+        its = [row["iterations"] + row.get("refine_iterations", 0) for row in res.path or []]  # refine: selected
         print(f"{name}: iterations per beta {its}, selected beta {res.beta:.3g}; path {sum(its)} iterations / "
               f"{tp:.1f} s, cold solve {cold.iterations} / {tc:.1f} s: ratio {sum(its) / max(cold.iterations, 1):.2f}x "
               f"(iterations), {tp / tc:.2f}x (seconds)", flush=True)

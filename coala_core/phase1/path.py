@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from coala_core.errors import DataError
-from coala_core.phase1.config import Phase1Config
+from coala_core.phase1.config import PATH_TOL_FACTOR, Phase1Config
 from coala_core.phase1.fit import make_config, prepare
 from coala_core.phase1.result import Phase1Result
 from coala_core.phase1.source import ConcatRows, as_row_source
@@ -58,16 +58,19 @@ def fit_phase1_path(X: Any, y: Any = None, config: Phase1Config | Mapping[str, A
     # beta, computed exactly by NNLS on resident rows; the gated bound otherwise)
     grid = np.asarray(betas, dtype=np.float64) if betas is not None else beta_grid(
         solver.beta_crit, cfg.path_n_betas, cfg.path_min_ratio, include_max=False)
-    tol = cfg.path_tol if cfg.path_tol is not None else cfg.tol
+    tol = cfg.path_tol if cfg.path_tol is not None else PATH_TOL_FACTOR * cfg.tol
     table: list[dict[str, Any]] = []
     results: list[Phase1Result] = []
     state: Any = None
+    best_state: Any = None  # the state of the best validation accuracy so far (first among ties), to refine
     for i, beta in enumerate(sorted(grid, reverse=True)):
         solver.progress_context = {"beta_index": i, "n_betas": len(grid)}
         if cfg.program == "gated":
             res, state = solver.solve(float(beta), tol=tol, a0=state)
         else:
             res, state = solver.solve(float(beta), state=state, tol=tol)
+        if not results or res.val_accuracy > max(r.val_accuracy for r in results):
+            best_state = state
         results.append(res)
         table.append({"beta": float(beta), "objective": res.objective, "objective_unscaled": res.objective_unscaled,
                       "train_accuracy": res.train_accuracy, "val_accuracy": res.val_accuracy,
@@ -86,6 +89,19 @@ def fit_phase1_path(X: Any, y: Any = None, config: Phase1Config | Mapping[str, A
     chosen = results[best]
     log.info("Phase I chose beta %.4g (validation accuracy %.4f) of %d on the path", chosen.beta,
              table[best]["val_accuracy"], len(table))
+    if tol > cfg.tol and cfg.program != "gated" and best_state is not None:
+        # the path ran at the looser path tolerance to select; the shipped solution continues to ``tol``
+        solver.progress_context = {"beta_index": best, "n_betas": len(grid), "refine": True}
+        refined, _ = solver.solve(chosen.beta, state=best_state, tol=cfg.tol)
+        table[best]["refine_iterations"] = refined.iterations
+        table[best]["refined_val_accuracy"] = refined.val_accuracy
+        log.info("Phase I refined beta %.4g to tol %g in %d more iterations (%s): validation accuracy %.4f",
+                 chosen.beta, cfg.tol, refined.iterations, "converged" if refined.converged else "not converged",
+                 refined.val_accuracy)
+        if progress is not None:
+            progress({**solver.progress_context, "beta": chosen.beta, "done": True,
+                      "val_accuracy": refined.val_accuracy, "iteration": refined.iterations})
+        chosen = refined
     if cfg.refit:
         both = ConcatRows([as_row_source(X, y, cfg.chunk_rows),
                            as_row_source(validation, validation_y, cfg.chunk_rows)])
