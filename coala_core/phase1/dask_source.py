@@ -14,7 +14,8 @@ partial results are added pairwise on the workers (a tree), so the driver receiv
   futures; returns the active share of each pattern;
 - ``grams(standardizer, gates, with_H, dtype)``: ``XtX`` (d', d'), ``H`` (Pd', Pd') with blocks X'D_i D_j X and
   ``Fty`` (P, d') with rows X'D_i y, exactly the sums of :meth:`PreparedRows.grams
-  <coala_core.phase1.data.PreparedRows.grams>`, the pass whose cost grows as n P^2 d^2;
+  <coala_core.phase1.data.PreparedRows.grams>`, the pass whose cost grows as n P^2 d^2 (from the rows and signs
+  ``prepare`` keeps when it ran with the same standardisation and gates, else read from the store);
 - ``admm_pass(...)``: one ADMM iteration's pass (``coala_core.phase1.admm._pass``): the per-row state s, nu
   (rows, 2P) stays on the workers as :class:`RemoteBlocks` (futures chained from iteration to iteration), only
   the (d', 6P) partial sums and scalar sums (squared loss, cone violation, pairs ranked right) come back;
@@ -98,6 +99,7 @@ class DaskStoreRows:
         #: the pair-row ranges [a, b) of the map tasks (whole store chunks)
         self.ranges = [(a, min(a + step, int(store.n_rows))) for a in range(0, int(store.n_rows), step)]
         self.data: list[Any] | None = None  # RangeData futures, one per range, after prepare()
+        self._prep: Any = None
         self.dtype: Any = None
         self.P = 0
 
@@ -154,6 +156,7 @@ class DaskStoreRows:
         self.data = [self.client.submit(wt.prepare_range, self.opener, self.uri, a, b, std, g, self.cache_rows,
                                         pure=False) for a, b in self.ranges]
         self.dtype, self.P = np.dtype(dtype), int(g.shape[1])
+        self._prep = (std, g)
         counts = [self.client.submit(wt.active_counts, d, pure=False) for d in self.data]
         n, active = self._tree(counts, wt.add_counts).result()
         return active / max(n, 1)
@@ -168,13 +171,23 @@ class DaskStoreRows:
         """``(XtX, H or None, Fty)`` float64 of the standardised rows, patterns from ``gates`` (d', P)."""
         spec = (standardizer.mean, standardizer.scale, bool(standardizer.bias), np.dtype(dtype).name,
                 np.asarray(gates, dtype=np.float64), bool(with_H))
-        spec_f = self.client.scatter(spec, broadcast=True)
-        futures = [self.client.submit(_gram_partial, self.opener, self.uri, a, b, spec_f, pure=False) for a, b in self.ranges]
+        if self.data is not None and self._prepared_for(standardizer, gates, dtype):  # rows and signs are there
+            futures = [self.client.submit(wt.gram_partial, d, bool(with_H), pure=False) for d in self.data]
+        else:
+            spec_f = self.client.scatter(spec, broadcast=True)
+            futures = [self.client.submit(_gram_partial, self.opener, self.uri, a, b, spec_f, pure=False)
+                       for a, b in self.ranges]
         XtX, H, Fty = self._tree(futures, _add_grams).result()
         if H is not None:  # the partials fill block rows i, columns i.. (upper blocks); mirror them
             upper = np.triu(H)
             H = upper + np.triu(H, 1).T
         return XtX, H, Fty
+
+    def _prepared_for(self, standardizer: Any, gates: np.ndarray, dtype: Any) -> bool:
+        """Whether :meth:`prepare` ran with this standardisation, these gates and this dtype."""
+        (mean, scale, bias, name), g = self._prep
+        return (_same(mean, standardizer.mean) and _same(scale, standardizer.scale) and bias == bool(standardizer.bias)
+                and name == np.dtype(dtype).name and np.array_equal(g, np.asarray(gates, dtype=np.float64)))
 
     # --- per-iteration passes --------------------------------------------------------------------------------
     def _prepared(self) -> list[Any]:
@@ -272,20 +285,14 @@ def _merge_moments(p: tuple[int, np.ndarray, np.ndarray], q: tuple[int, np.ndarr
 def _gram_partial(opener: Callable[[str], Any], uri: str, a: int, b: int, spec: tuple
                   ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     mean, scale, bias, dtype, gates, with_H = spec
-    X, y = _rows(opener, uri, a, b)
+    X, _ = _rows(opener, uri, a, b)
     Xb = standardize_block(X, mean, scale, bias, np.dtype(dtype))
-    Db = (gate_signs(Xb, gates) > 0).astype(Xb.dtype)
-    yb = y.astype(Xb.dtype)
-    P, d = gates.shape[1], Xb.shape[1]
-    XtX = (Xb.T @ Xb).astype(np.float64)
-    Fty = ((Db * yb[:, None]).T @ Xb).astype(np.float64)
-    H = None
-    if with_H:
-        H = np.zeros((P * d, P * d), dtype=np.float64)
-        Z = (Db[:, :, None] * Xb[:, None, :]).reshape(Xb.shape[0], P * d)
-        for i in range(P):
-            H[i * d:(i + 1) * d, i * d:] += (Z[:, i * d:(i + 1) * d].T @ Z[:, i * d:]).astype(np.float64)
-    return XtX, H, Fty
+    data = wt.RangeData(opener, uri, a, b, (mean, scale, bias, dtype), gate_signs(Xb, gates), Xb)
+    return wt.gram_partial(data, with_H)
+
+
+def _same(x: Any, y: Any) -> bool:
+    return (x is None and y is None) or (x is not None and y is not None and np.array_equal(x, y))
 
 
 def _add_grams(p: tuple, q: tuple) -> tuple:

@@ -163,6 +163,24 @@ def gt_partial(data: RangeData, s_state: Any, s_div: tuple[float, ...], nu_state
     return (X.T @ (E2 * (s - nu))).astype(np.float64)
 
 
+def gram_partial(data: RangeData, with_H: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """``(XtX, H upper blocks or None, Fty)`` float64 of one range from its kept rows and signs (the sums of
+    ``dask_source._gram_partial``, without reading the store again)."""
+    Xb = data.rows()
+    Db = (data.E > 0).astype(Xb.dtype)
+    yb = np.concatenate([np.ones(data.k, dtype=Xb.dtype), -np.ones(data.k, dtype=Xb.dtype)])
+    P, d = Db.shape[1], Xb.shape[1]
+    XtX = (Xb.T @ Xb).astype(np.float64)
+    Fty = ((Db * yb[:, None]).T @ Xb).astype(np.float64)
+    H = None
+    if with_H:
+        H = np.zeros((P * d, P * d), dtype=np.float64)
+        Z = (Db[:, :, None] * Xb[:, None, :]).reshape(Xb.shape[0], P * d)
+        for i in range(P):
+            H[i * d:(i + 1) * d, i * d:] += (Z[:, i * d:(i + 1) * d].T @ Z[:, i * d:]).astype(np.float64)
+    return XtX, H, Fty
+
+
 def partial_of(x: Any) -> tuple[np.ndarray, dict[str, float]]:
     """The partial sums of an ADMM range state ``(s, nu, partial)`` or of an already added partial."""
     return x[2] if len(x) == 3 else x

@@ -192,3 +192,18 @@ def test_rescale_state_on_the_workers_equals_the_solvers_pass(stores: tuple[str,
     _close(np.asarray(got.GtSnu), np.asarray(ref.GtSnu), "GtSnu")
     _close(np.asarray(got.nu), np.asarray(ref.nu), "nu")
     _close(np.asarray(got.lam), np.asarray(ref.lam), "lam")
+
+
+def test_grams_from_the_kept_rows_equal_grams_read_from_the_store(stores: tuple[str, str], client) -> None:  # noqa: ANN001
+    """After ``prepare`` the Gram pass runs on the rows and signs the workers keep; a source that has not
+    prepared reads the store for it; the sums are the same, bit for bit."""
+    from coala_core.phase1.data import PreparedRows
+
+    train, _ = stores
+    rows = PreparedRows(DaskStoreRows(train, OPENER, client, chunks_per_task=3), Phase1Config(n_patterns=5, bias=True))
+    assert rows.source.data is not None and rows.source._prepared_for(rows.standardizer, rows.gates, rows.dtype)
+    kept = rows.grams(with_H=True)
+    fresh = DaskStoreRows(train, OPENER, client, chunks_per_task=3).grams(rows.standardizer, rows.gates, True, rows.dtype)
+    for a, b in zip(kept, fresh, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not rows.source._prepared_for(rows.standardizer, rows.gates[:, :2], rows.dtype)
