@@ -31,7 +31,7 @@ def client() -> distributed.Client:
         yield c
 
 
-def _write_store(uri: Path, n: int, seed: int) -> str:
+def _write_store(uri: Path | str, n: int, seed: int) -> str:
     rng = np.random.default_rng(seed)
     w = rng.normal(size=DIM)
     chosen = rng.normal(size=(n, DIM)).astype(np.float32) + 0.3 * w.astype(np.float32)
@@ -207,3 +207,18 @@ def test_grams_from_the_kept_rows_equal_grams_read_from_the_store(stores: tuple[
     for a, b in zip(kept, fresh, strict=True):
         np.testing.assert_array_equal(a, b)
     assert not rows.source._prepared_for(rows.standardizer, rows.gates[:, :2], rows.dtype)
+
+
+def test_a_store_at_an_fsspec_url(client) -> None:  # noqa: ANN001
+    """The workers open the store by its URL (here ``memory://``, shared by the threads of this cluster; on a
+    real cluster an object store): the same iterations as in process."""
+    import uuid
+
+    uri = _write_store(f"memory://coala-dask-admm-{uuid.uuid4().hex}/train.zarr", 120, 3)
+    config = Phase1Config(compute_dtype="float64", n_patterns=4, max_iter=40)
+    with pytest.warns(RuntimeWarning, match="did not reach"):
+        ref = fit_phase1(_local(uri), config=config)
+    with pytest.warns(RuntimeWarning, match="did not reach"):
+        got = fit_phase1(DaskStoreRows(uri, OPENER, client, chunks_per_task=2), config=config)
+    _close(np.asarray(got.history["objective"]), np.asarray(ref.history["objective"]), "objective")
+    _close(got.v, ref.v, "v")
