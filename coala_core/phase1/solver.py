@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from coala_core.errors import ConfigError
-from coala_core.phase1.admm import ADMMProblem, ADMMState, init_state, run_admm
+from coala_core.phase1.admm import ADMMProblem, ADMMState, init_state, rescale_state, run_admm
 from coala_core.phase1.checkpoint import fingerprint, load_checkpoint, save_checkpoint
 from coala_core.phase1.config import ABS_TOL_FACTOR, Phase1Config
 from coala_core.phase1.cronos import NystromCGUStep
@@ -172,18 +172,8 @@ class Phase1Solver:
         return cfg.rho / self.scale_n
 
     def _rescale_rho(self, st: ADMMState, rho: float) -> ADMMState:
-        """A warm-start state for a new rho: scaled duals lam, nu times rho_old / rho and alpha G'(s - nu)
-        recomputed (one pass over X)."""
-        rows, xp, P = self.rows, self.rows.xp, self.rows.P
-        f = rho / st.rho
-        nu = st.nu / f
-        acc = xp.zeros((rows.d, 2 * P), dtype=xp.float64)
-        for start, stop, Xb in rows.blocks():
-            Eb = rows.E[start:stop]
-            E2 = xp.concatenate([Eb, Eb], axis=1)
-            acc += (Xb.T @ (E2 * (st.s[start:stop] - nu[start:stop]))).astype(xp.float64)
-        G = self.alpha * acc.T
-        return replace(st, rho=rho, lam=st.lam / f, nu=nu, GtSnu=xp.stack([G[:P], G[P:]]))
+        """A warm-start state for a new rho (admm.rescale_state: one pass over X, on the workers for Dask rows)."""
+        return rescale_state(self.rows, st, rho, self.alpha)
 
     def _result(self, beta: float, beta_int: float, v: np.ndarray, w: np.ndarray, converged: bool,
                 hist: dict[str, list[float]], iters: int, seconds: float) -> Phase1Result:
