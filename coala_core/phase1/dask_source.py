@@ -205,7 +205,8 @@ class DaskStoreRows:
         if isinstance(h, RemoteBlocks) and h.owner is self:
             return [(f, h.divisors) for f in h.futures]
         arr = np.asarray(h, dtype=self.dtype)
-        out, row = [], 0
+        out: list[tuple[Any, tuple[float, ...]]] = []
+        row = 0
         for a, b in self.ranges:
             m = 2 * (b - a)
             out.append((self.client.scatter(arr[row:row + m]), ()))
