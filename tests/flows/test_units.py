@@ -115,7 +115,10 @@ def test_admm_monitor_logs_path_metrics_and_phase1_head_scores(tmp_path: Path) -
     assert [m.step for m in history] == list(range(1, monitor.step + 1)) and monitor.step >= 2
     assert len({m.value for m in client.get_metric_history(run.run_id, "admm/beta")}) == 2
     accs = client.get_metric_history(run.run_id, "admm/val_accuracy")
-    assert len(accs) == 2 and accs[-1].step == monitor.step
+    # one point per beta, and one more when the selected beta was refined from path_tol to tol
+    refined = [row for row in res.path if "refine_iterations" in row]
+    assert len(refined) == 1 and refined[0]["selected"]  # path_tol defaults to 10x tol: the choice is refined
+    assert len(accs) == 3 and accs[-1].step == monitor.step
     head = phase1_head(res)
     assert head.width == res.n_active and np.allclose(head.score(Fw[:5]), np.asarray(res.score(Fw[:5])), atol=1e-8)
     sparse = AdmmMonitor(start_run(client, run.client.get_run(run.run_id).info.experiment_id, "sparse"),
