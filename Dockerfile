@@ -43,8 +43,8 @@ COPY data ./data
 
 # Non-root: the pipeline's work folder and the model cache live in volumes owned by this user.
 RUN useradd --create-home --uid "${UID}" --shell /usr/sbin/nologin coala \
-    && mkdir -p /work/coala /mlartifacts /home/coala/.cache/huggingface \
-    && chown -R coala:coala /work /mlartifacts /home/coala
+    && mkdir -p /srv/coala /mlartifacts /home/coala/.cache/huggingface \
+    && chown -R coala:coala /srv /mlartifacts /home/coala
 USER coala
 ENV HF_HOME=/home/coala/.cache/huggingface
 
