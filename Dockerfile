@@ -43,10 +43,10 @@ COPY data ./data
 
 # Non-root: the pipeline's work folder and the model cache live in volumes owned by this user.
 RUN useradd --create-home --uid "${UID}" --shell /usr/sbin/nologin coala \
-    && mkdir -p /srv/coala /mlartifacts /home/coala/.cache/huggingface \
-    && chown -R coala:coala /srv /mlartifacts /home/coala
+    && mkdir -p /srv/coala /mlartifacts /srv/hf-cache \
+    && chown -R coala:coala /srv /mlartifacts
 USER coala
-ENV HF_HOME=/home/coala/.cache/huggingface
+ENV HF_HOME=/srv/hf-cache
 
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["coala", "--help"]
