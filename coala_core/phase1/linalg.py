@@ -243,6 +243,11 @@ class WoodburyUStep:
         g[r] -= s
         return g
 
+    def _FtF(self, a: Any) -> Any:
+        """F'F a for a (P, d), from the rows (H is never formed)."""
+        f = self._rows_t(self._rows((self.D * (self.X @ a.T)).sum(axis=1)))
+        return (self.D * f[:, None]).T @ self.X
+
     def solve_a(self, R: Any, rho: float, RK: Any = None) -> Any:
         """a = (B + c F'F)^-1 R for R (P, d) (``RK`` = R K^-1 when already known)."""
         c = 2.0 / (self.n * rho)
@@ -252,9 +257,7 @@ class WoodburyUStep:
 
     def a_matvec(self, a: Any, rho: float) -> Any:
         """(B + c F'F) a for a (P, d), without H."""
-        c = 2.0 / (self.n * rho)
-        f = self._rows_t(self._rows((self.D * (self.X @ a.T)).sum(axis=1)))
-        return a + self.alpha**2 * (a @ self.XtX) + c * ((self.D * f[:, None]).T @ self.X)
+        return a + self.alpha**2 * (a @ self.XtX) + (2.0 / (self.n * rho)) * self._FtF(a)
 
     def solve(self, b: Any, rho: float, u0: Any | None = None) -> Any:
         xp = self.xp
@@ -266,9 +269,7 @@ class WoodburyUStep:
 
     def full_matvec(self, u: Any, rho: float) -> Any:
         """(I + F'F/(n rho) + alpha^2 G'G) u (used to verify the split)."""
-        a = u[0] - u[1]
-        f = self._rows_t(self._rows((self.D * (self.X @ a.T)).sum(axis=1)))
-        Fa = ((self.D * f[:, None]).T @ self.X) / (self.n * rho)
+        Fa = self._FtF(u[0] - u[1]) / (self.n * rho)
         return u + self.alpha**2 * (u @ self.XtX) + self.xp.stack([Fa, -Fa])
 
     def rhs_loss(self, rho: float) -> Any:
