@@ -88,12 +88,14 @@ def _heads(features: str | None, pairs: Path, head: Path | None, output: Path | 
 
 
 def _tune_config(method: str, config: Path | None, overrides: dict[str, Any]) -> Any:
-    from coala_core.config import load_yaml
+    from coala_core.config import check_sections, load_yaml
     from coala_core.llm_baselines import PreferenceTuneConfig
 
     data: dict[str, Any] = {}
     if config is not None:
         raw = load_yaml(config)
+        if "llm_baseline" in raw:
+            check_sections(raw, config)  # a misspelled section beside it is an error, never ignored
         data = dict(raw.get("llm_baseline") or {}) if "llm_baseline" in raw else dict(raw)
     if "method" in data and data["method"] != method:
         raise ConfigError(f"--config {config}: method {data['method']!r} differs from --method {method}")

@@ -87,6 +87,41 @@ def test_unknown_config_section_is_an_error(cli, tmp_path, pairs_file):
     assert not (tmp_path / "s.zarr").exists()
 
 
+TYPO_CONFIG = "features:\n  max_tokens: 32\nllm_baseline:\n  epochs: 1\nphse1:\n  n_patterns: 4\n"
+CONFIG_COMMANDS = {  # every command with --config; each must refuse the misspelled section before doing anything
+    "data build-edufeedback": lambda t, p, m: ["data", "build-edufeedback", "--input", t / "conv.jsonl", "--format",
+                                               "messages", "--output", t / "o.parquet"],
+    "data import": lambda t, p, m: ["data", "import", "--input", t / "trl.jsonl", "--format", "trl", "--output",
+                                    t / "o.parquet"],
+    "features extract": lambda t, p, m: ["features", "extract", "--pairs", p, "--model", m, "--output", t / "o.zarr"],
+    "train": lambda t, p, m: ["train", "--features", t / "none.zarr", "--pairs", p, "--output", t / "o"],
+    "generate": lambda t, p, m: ["generate", "--model-uri", t / "none", "--prompt", "hi"],
+    "pipeline run": lambda t, p, m: ["pipeline", "run"],
+    "serve": lambda t, p, m: ["serve", "--cron", "0 3 * * *"],
+    "runs compare": lambda t, p, m: ["runs", "compare"],
+    "baseline --method dpo": lambda t, p, m: ["baseline", "--method", "dpo", "--pairs", p, "--model", m, "--limit", "4",
+                                              "--no-track", "--max-train-seconds", "1", "--output", t / "o"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(CONFIG_COMMANDS))
+def test_unknown_config_section_is_an_error_in_every_command(cli, tmp_path, pairs_file, tiny_lm, command):
+    """Before: `coala baseline --method dpo --config` read its llm_baseline section and trained with the
+    misspelled one ignored."""
+    from harness import REPO
+
+    cfg = tmp_path / "c.yaml"
+    # a complete pipeline config plus a typo, so the misspelled section is the only thing wrong
+    cfg.write_text(TYPO_CONFIG if command.startswith("baseline")
+                   else (REPO / "configs" / "tiny.yaml").read_text() + "\nphse1:\n  n_patterns: 4\n")
+    (tmp_path / "conv.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n')
+    (tmp_path / "trl.jsonl").write_text(GOOD)
+    res = cli(*CONFIG_COMMANDS[command](tmp_path, pairs_file, tiny_lm), "--config", cfg)
+    assert res.exit_code == 1, res.output
+    assert "Traceback" not in res.output and "phse1" in res.stderr
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.parquet").exists() and not (tmp_path / "o.zarr").exists()
+
+
 def test_bad_registered_model_name_is_refused_before_any_stage(cli, tmp_path):
     from harness import REPO
 
