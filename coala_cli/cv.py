@@ -15,20 +15,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import typer
 
 from coala_core.errors import ConfigError
 
 
 def evaluate_cv(*, head: Path | None, features: str, pairs: Path | None, output: Path | None, k: int,
-                baselines: bool, n_boot: int, seed: int) -> dict[str, Any]:
-    """Run the cross-validation, write ``cv.json`` and ``report.md`` under ``output``, print the summary."""
-    from coala_cli.train import _labels, _materialize, _open
+                baselines: bool, n_boot: int, seed: int, memory_budget_mb: float | None = None) -> dict[str, Any]:
+    """Run the cross-validation, write ``cv.json`` and ``report.md`` under ``output``, print the summary.
+
+    The store is read chunk by chunk, each fold a row index set over it: the head's recipe streams its rows;
+    the baselines that hold theirs load them only within ``memory_budget_mb`` (default: the recipe's
+    ``phase1.memory_budget_mb``), else a ``ConfigError`` naming the budget."""
+    from coala_cli.train import _labels, _open
     from coala_core.baselines.methods import cv_fitters
-    from coala_core.engine.sources import SubsetPairs
     from coala_core.engine.spec import HeadSpec
-    from coala_core.evaluation.cv import cross_validate, summarise_cv
+    from coala_core.evaluation.cv import cross_validate_pairs, summarise_cv
     from coala_core.report.cv import render_cv_report
     from storage.atomic import atomic_write_text
     from storage.heads import load_head
@@ -43,16 +45,15 @@ def evaluate_cv(*, head: Path | None, features: str, pairs: Path | None, output:
     else:
         spec = HeadSpec.build({"train": {"first_layer": "random", "seed": seed}})
         width, label = spec.train.random_width, "random_relu_phase2"
-    C, R = _materialize(SubsetPairs(store, np.arange(store.n_rows)))
     fitters = cv_fitters(spec, baselines=baselines, width=width, seed=seed, provenance=dict(store.provenance),
-                         dim=store.dim, head_label=label)
+                         dim=store.dim, head_label=label, memory_budget_mb=memory_budget_mb)
 
     def on_fold(rec: dict[str, Any]) -> None:
         accs = ", ".join(f"{m} {v['accuracy']:.3f}" for m, v in rec["methods"].items())
         typer.echo(f"fold {rec['fold'] + 1}/{k}: {rec['n_train']} train, {rec['n_validation']} validation, "
                    f"{rec['n_test']} held-out pairs; {accs}", err=True)
 
-    result = cross_validate(C, R, labels["group_id"], fitters, k=k, seed=seed, on_fold=on_fold)
+    result = cross_validate_pairs(store, labels["group_id"], fitters, k=k, seed=seed, on_fold=on_fold)
     summary = summarise_cv(result, n_boot=n_boot, seed=seed, reference=label,
                            metadata={"head": str(head), "features": features, "pairs": str(pairs),
                                      "spec": spec.model_dump(mode="json")})

@@ -159,13 +159,16 @@ def evaluate(
     n_boot: int = typer.Option(1000, help="bootstrap resamples for the 95% intervals"),
     seed: int = typer.Option(0),
     cv: int | None = typer.Option(None, "--cv", help="K: refit the head's recipe on K group folds; every pair held out once", show_default="none: no CV"),
+    memory_budget_mb: float | None = typer.Option(
+        None, "--memory-budget-mb", min=0.0, help="--cv: the baselines hold a fold's rows only up to this size (the head streams)",
+        show_default="the head's phase1.memory_budget_mb"),
 ) -> None:
     """Write metrics JSON, plots and report.md for the head on held-out pairs."""
     if cv is not None:
         from coala_cli.cv import evaluate_cv
 
         evaluate_cv(head=head, features=features, pairs=pairs, output=output, k=cv, baselines=baselines,
-                    n_boot=n_boot, seed=seed)
+                    n_boot=n_boot, seed=seed, memory_budget_mb=memory_budget_mb)
         return
     store = _open(features)
     h = load_head(head, expected_dim=store.dim, expected_provenance=store.provenance)

@@ -7,34 +7,35 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from coala_core.engine.sources import align_to_store
 from storage.feature_store import FeatureStore
 
 
 def cross_validate_stores(head: Any, features: Mapping[str, Any], pairs: Any, *, k: int, n_boot: int,
-                          seed: int) -> dict[str, Any]:
+                          seed: int, memory_budget_mb: float | None = None) -> dict[str, Any]:
     """K-fold group CV of the head's recipe (its ``head.json`` spec) and the baselines on every pair of every
-    split's store (rows concatenated; groups from the pairs table)."""
+    split's store (the stores read one after another as one pair source, chunk by chunk; groups from the pairs
+    table). Folds are row index sets over the stores: the COALA head streams its rows (resident only within
+    ``phase1.memory_budget_mb``), the baselines that hold theirs load them only within ``memory_budget_mb``
+    (default: the recipe's ``phase1.memory_budget_mb``) and fail with a ``ConfigError`` naming it otherwise."""
     from coala_core.baselines.methods import cv_fitters
     from coala_core.engine.spec import HeadSpec
-    from coala_core.evaluation.cv import cross_validate, summarise_cv
+    from coala_core.evaluation.cv import ConcatPairs, cross_validate_pairs, summarise_cv
 
     ids = pairs.column("pair_id").to_pylist()
     group_of = pairs.column("group_id").to_pylist()
-    chosen, rejected, groups, prov, dim = [], [], [], {}, None
+    opened, groups, prov = [], [], {}
     stores = features.stores if hasattr(features, "stores") else features
     for split in sorted(stores):
         store = FeatureStore.open(stores[split].uri, mode="r")
-        C, R = store.read_all()
-        chosen.append(C)
-        rejected.append(R)
+        opened.append(store)
         groups += list(align_to_store(store.pair_ids(), ids, {"g": group_of}, where=f"split {split}")["g"])
-        prov, dim = dict(store.provenance), store.dim
+        prov = dict(store.provenance)
+    rows = ConcatPairs(opened)
     spec = HeadSpec.build(dict(head.meta.get("config") or {}))
-    fitters = cv_fitters(spec, baselines=True, width=head.width, seed=seed, provenance=prov, dim=int(dim))
-    result = cross_validate(np.vstack(chosen), np.vstack(rejected), groups, fitters, k=k, seed=seed)
+    fitters = cv_fitters(spec, baselines=True, width=head.width, seed=seed, provenance=prov, dim=rows.dim,
+                         memory_budget_mb=memory_budget_mb)
+    result = cross_validate_pairs(rows, groups, fitters, k=k, seed=seed)
     return summarise_cv(result, n_boot=n_boot, seed=seed, reference="coala")
 
 

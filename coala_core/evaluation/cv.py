@@ -9,8 +9,16 @@ bootstrap; :mod:`coala_core.evaluation.stats`).
   shuffle).
 * :func:`inner_split`: inside a training fold, the validation groups that selection (Phase I beta path,
   Phase II grid, a baseline's grid) uses; again whole groups.
-* :func:`cross_validate`: for each fold, each method's ``fit(train_w, train_l, val_w, val_l)`` returns a
-  scorer (``.score(features) -> rewards``) that scores the held-out fold; out-of-fold rewards of all pairs.
+* :func:`cross_validate_pairs`: the streamed form. The pairs are a pair source (a FeatureStore, several
+  stores one after another (:class:`ConcatPairs`), or in-memory arrays); a fold is a row index set over it.
+  Each method's ``fit(train, validation)`` gets the fold's rows as pair sources (``SubsetPairs`` views read
+  chunk by chunk) and returns a scorer (``.score(features) -> rewards``); the held-out fold is scored chunk by
+  chunk. The COALA head trains on the views directly (Phase I keeps its rows resident only within
+  ``phase1.memory_budget_mb``). A method that must hold its rows (linear BT, the AdamW net) is wrapped by
+  :func:`rows_fitter`: it loads the fold's rows only when they fit the memory budget, else a ``ConfigError``
+  naming the budget.
+* :func:`cross_validate`: the in-memory form on (n, d) arrays with ``fit(train_w, train_l, val_w, val_l)``
+  fitters (the same folds and scores as :func:`cross_validate_pairs` on the same rows).
 * :func:`summarise_cv`: accuracy (ties count 1/2) with a group-bootstrap interval over all pairs, TRL's
   reward names, the per-fold accuracies, every pair of methods compared, and degeneracy warnings.
 """
@@ -18,12 +26,14 @@ bootstrap; :mod:`coala_core.evaluation.stats`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
+from coala_core.engine.backend import to_numpy
+from coala_core.engine.sources import SubsetPairs, as_pair_source, score_source
 from coala_core.errors import ConfigError, DataError, DimensionMismatchError
 from coala_core.evaluation.degenerate import reward_warnings
 from coala_core.evaluation.metrics import pair_summary
@@ -35,6 +45,71 @@ class Scorer(Protocol):
 
 
 Fitter = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], Scorer]
+#: ``fit(train, validation) -> scorer`` on pair sources (``n_rows``, ``dim``, ``iter_chunks()``)
+SourceFitter = Callable[[Any, Any], Scorer]
+
+#: bytes per pair and feature a row-holding baseline needs: the rows (chosen + rejected) as float32 and two
+#: float64 working copies (its standardised rows and the standardiser's stacked rows)
+HELD_BYTES_PER_VALUE = 2 * (4 + 8 + 8)
+
+
+class ConcatPairs:
+    """Several pair sources (one store per split) read one after another as one source: rows of the second
+    follow those of the first. Only ``iter_chunks`` is offered; nothing is read until it is iterated."""
+
+    def __init__(self, sources: Sequence[Any]) -> None:
+        self.sources = list(sources)
+        if not self.sources:
+            raise DataError("pairs: no feature stores to concatenate")
+        dims = sorted({int(s.dim) for s in self.sources})
+        if len(dims) != 1:
+            raise DimensionMismatchError(f"pairs: the stores have different feature widths {dims}")
+        self.dim = dims[0]
+        self.n_rows = sum(int(s.n_rows) for s in self.sources)
+
+    def iter_chunks(self) -> Iterator[tuple[int, int, Any, Any]]:
+        offset = 0
+        for s in self.sources:
+            for start, stop, chosen, rejected in s.iter_chunks():
+                yield offset + start, offset + stop, chosen, rejected
+            offset += int(s.n_rows)
+
+
+def load_rows(source: Any, memory_budget_mb: float, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of a pair source as (chosen, rejected) arrays (n, d) of its dtype, read chunk by chunk, for a method
+    that must hold its rows; ``ConfigError`` naming the budget when they (and the method's float64 working
+    copies, :data:`HELD_BYTES_PER_VALUE` bytes per pair and feature) exceed ``memory_budget_mb``."""
+    n, d = int(source.n_rows), int(source.dim)
+    need = n * d * HELD_BYTES_PER_VALUE
+    if need > memory_budget_mb * 2**20:
+        raise ConfigError(
+            f"{where}: holds its {n} pairs x {d} features in memory ({need / 2**20:.1f} MB with its working "
+            f"copies), over the memory budget memory_budget_mb={memory_budget_mb:g}; raise phase1.memory_budget_mb "
+            "or leave this method out (the COALA head streams its rows)")
+    chosen: np.ndarray | None = None
+    rejected: np.ndarray | None = None
+    for start, stop, c, r in source.iter_chunks():
+        c, r = to_numpy(c), to_numpy(r)
+        if chosen is None or rejected is None:  # the source's own dtype (a store's float32, arrays as given)
+            chosen, rejected = np.empty((n, d), dtype=c.dtype), np.empty((n, d), dtype=r.dtype)
+        chosen[start:stop], rejected[start:stop] = c, r
+    if chosen is None or rejected is None:
+        return np.empty((0, d), np.float32), np.empty((0, d), np.float32)
+    return chosen, rejected
+
+
+def rows_fitter(fit: Fitter, memory_budget_mb: float = float("inf"), name: str = "method") -> SourceFitter:
+    """A fitter on pair sources from one on arrays: the fold's train and validation rows are loaded under
+    ``memory_budget_mb`` (:func:`load_rows`) and handed to ``fit(train_w, train_l, val_w, val_l)``."""
+
+    def fit_sources(train: Any, validation: Any) -> Scorer:
+        budget_mb = memory_budget_mb
+        Fw, Fl = load_rows(train, budget_mb, f"{name} (train rows)")
+        budget_mb -= Fw.shape[0] * Fw.shape[1] * HELD_BYTES_PER_VALUE / 2**20
+        Vw, Vl = load_rows(validation, budget_mb, f"{name} (train + validation rows)")
+        return fit(Fw, Fl, Vw, Vl)
+
+    return fit_sources
 
 
 def _group_index(groups: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -94,21 +169,21 @@ class CVResult:
     k: int = 0
 
 
-def cross_validate(chosen: np.ndarray, rejected: np.ndarray, groups: Sequence[Any] | np.ndarray, fitters: Mapping[str, Fitter],
-                   *, k: int = 5, seed: int = 0, val_fraction: float = 0.15,
-                   on_fold: Callable[[dict[str, Any]], None] | None = None) -> CVResult:
+def cross_validate_pairs(pairs: Any, groups: Sequence[Any] | np.ndarray, fitters: Mapping[str, SourceFitter], *,
+                         k: int = 5, seed: int = 0, val_fraction: float = 0.15,
+                         on_fold: Callable[[dict[str, Any]], None] | None = None) -> CVResult:
     """Fit every method on each training fold (selecting on its inner validation groups) and score the
-    held-out fold. ``chosen``, ``rejected``: (n, d) features; ``groups``: (n,) labels."""
-    C, R = np.asarray(chosen), np.asarray(rejected)
-    if C.shape != R.shape or C.ndim != 2:
-        raise DimensionMismatchError(f"features: chosen {C.shape} and rejected {R.shape} must be (n, d)")
+    held-out fold, streamed: ``pairs`` is a pair source (a FeatureStore, :class:`ConcatPairs` of several, or a
+    ``(chosen, rejected)`` tuple of arrays) of n pairs, ``groups`` (n,) their group labels; every fold is a
+    row index set, handed to ``fit(train, validation)`` as ``SubsetPairs`` views and scored chunk by chunk."""
+    source = as_pair_source(pairs)
     g = np.asarray(groups, dtype=str)
-    if g.shape[0] != C.shape[0]:
-        raise DimensionMismatchError(f"groups: {g.shape[0]} labels for {C.shape[0]} feature rows")
+    n = int(source.n_rows)
+    if g.ndim != 1 or g.shape[0] != n:
+        raise DimensionMismatchError(f"groups: {g.shape[0] if g.ndim else 0} labels for {n} feature rows")
     if not fitters:
         raise ConfigError("cv: no methods to fit")
     folds = group_folds(g, k, seed)
-    n = C.shape[0]
     out = {name: (np.full(n, np.nan), np.full(n, np.nan)) for name in fitters}
     records = []
     for f in range(k):
@@ -118,10 +193,13 @@ def cross_validate(chosen: np.ndarray, rejected: np.ndarray, groups: Sequence[An
         tr, va = rest[~is_val], rest[is_val]
         rec: dict[str, Any] = {"fold": f, "n_train": int(tr.size), "n_validation": int(va.size),
                                "n_test": int(test.size), "methods": {}}
+        train_rows = SubsetPairs(source, tr, f"fold {f} train")
+        val_rows = SubsetPairs(source, va, f"fold {f} validation")
+        test_rows = SubsetPairs(source, test, f"fold {f} held-out")
         for name, fit in fitters.items():
             t0 = time.perf_counter()
-            scorer = fit(C[tr], R[tr], C[va], R[va])
-            r_w, r_l = np.asarray(scorer.score(C[test]), np.float64), np.asarray(scorer.score(R[test]), np.float64)
+            scorer = fit(train_rows, val_rows)
+            r_w, r_l = score_source(scorer, test_rows, f"{name}, fold {f} held-out pairs")
             out[name][0][test], out[name][1][test] = r_w, r_l
             rec["methods"][name] = {"accuracy": float(np.mean(pair_scores(r_w, r_l))),
                                     "seconds": time.perf_counter() - t0,
@@ -130,6 +208,18 @@ def cross_validate(chosen: np.ndarray, rejected: np.ndarray, groups: Sequence[An
         if on_fold is not None:
             on_fold(rec)
     return CVResult(folds=folds, groups=g, rewards=out, fold_records=records, k=k)
+
+
+def cross_validate(chosen: np.ndarray, rejected: np.ndarray, groups: Sequence[Any] | np.ndarray, fitters: Mapping[str, Fitter],
+                   *, k: int = 5, seed: int = 0, val_fraction: float = 0.15,
+                   on_fold: Callable[[dict[str, Any]], None] | None = None) -> CVResult:
+    """:func:`cross_validate_pairs` on in-memory (n, d) ``chosen`` and ``rejected`` features with fitters
+    ``fit(train_w, train_l, val_w, val_l) -> scorer`` on arrays; ``groups``: (n,) labels."""
+    C, R = np.asarray(chosen), np.asarray(rejected)
+    if C.shape != R.shape or C.ndim != 2:
+        raise DimensionMismatchError(f"features: chosen {C.shape} and rejected {R.shape} must be (n, d)")
+    wrapped = {name: rows_fitter(fit, name=name) for name, fit in fitters.items()}
+    return cross_validate_pairs((C, R), groups, wrapped, k=k, seed=seed, val_fraction=val_fraction, on_fold=on_fold)
 
 
 def summarise_cv(result: CVResult, *, n_boot: int = 1000, seed: int = 0, reference: str | None = None,
