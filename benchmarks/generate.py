@@ -3,8 +3,9 @@
 In one process with one loaded backbone (the head's own LM, found from the head's provenance and checked):
 1. each mode decodes the same held-out prompts with the same seed and sampling settings (temperature, top-p,
    repetition penalty, max new tokens); tokens/s counts every sampled token (all n candidates of rerank) over
-   decoding plus the mode's own head scoring (rerank's candidates, guidance's extensions); the ratio to plain
-   decoding is printed;
+   decoding plus the mode's own head scoring (rerank's candidates, guidance's extensions, scored from the
+   decoding's KV cache where the head's truncation allows: see coala_core/generation/guidance.py); the ratio to
+   plain decoding is printed;
 2. every reply is scored by the head (mean head score per mode) and by the zero-shot likelihood score: the mean
    log-probability per token of the reply given the prompt under the same frozen LM;
 3. win rate of each mode against plain decoding, prompt by prompt, under the head and under the likelihood
@@ -96,6 +97,11 @@ def main() -> None:
         print(f"{mode:>7}: {stats.tokens} tokens in {stats.seconds:.1f} s = {stats.tokens_per_second:.1f} tokens/s; "
               f"mean head score {np.nanmean(runs[mode]['head']):.4f}; mean loglik/token {np.nanmean(runs[mode]['loglik']):.3f}",
               flush=True)
+        if mode == "guided":
+            print(f"         {stats.guidance_calls} guided steps, {stats.scored_extensions} extensions scored: "
+                  f"{stats.extensions_cached} from the decoding cache, {stats.extensions_fresh} from a cut context "
+                  f"(prompt longer than the head's max_tokens allows), {stats.extensions_full} by the full forward",
+                  flush=True)
     plain = runs["plain"]
     summary = {}
     for mode in MODES:

@@ -6,7 +6,8 @@ the training feature path), :func:`extraction_config_for` (the extraction config
 """
 
 from coala_core.generation.config import GenerateConfig
-from coala_core.generation.generate import Candidate, Generation, GenerationStats, TextGenerator
+from coala_core.generation.generate import Candidate, Generation, TextGenerator
+from coala_core.generation.guidance import GenerationStats, HeadGuidance
 from coala_core.generation.scorer import HeadScorer, backbone_spec, extraction_config_for, to_messages
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "GenerateConfig",
     "Generation",
     "GenerationStats",
+    "HeadGuidance",
     "HeadScorer",
     "TextGenerator",
     "backbone_spec",

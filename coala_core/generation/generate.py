@@ -5,9 +5,12 @@
   them in descending reward order; the reply is the best one.
 - ``guided`` (the paper's App. H.3): every ``guidance_every`` tokens take the ``guidance_top_k`` most likely
   next tokens of each row, extend the reply so far by each, score all B x k extensions with the head in one
-  batched forward pass, min-max normalise the k scores of each row to [0, 1] and add ``guidance_scale`` times
+  batched forward pass on the decoding's KV cache (:mod:`coala_core.generation.guidance`), min-max normalise the k scores of each row to [0, 1] and add ``guidance_scale`` times
   them to those k logits before sampling. With ``guidance_scale`` 0 the logits are unchanged, so guided
   decoding with the same seed returns exactly the plain samples.
+
+Prompts decode together in batches of ``batch_size`` (left padding); every row samples from its own seeded
+generator, so a batch gives the same tokens as decoding its prompts one at a time.
 
 Every reply is scored with the head at the end (the ``reward`` of the result), through the training feature
 path (:class:`coala_core.generation.scorer.HeadScorer`).
@@ -21,11 +24,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from coala_core.generation.config import GenerateConfig
 from coala_core.generation.decode import DecodeSettings, decode_batch, eos_ids
+from coala_core.generation.guidance import GenerationStats, HeadGuidance, scoring_parts
+from coala_core.generation.sampling import row_generators
 from coala_core.generation.scorer import HeadScorer, Message
+
+__all__ = ["Candidate", "Generation", "GenerationStats", "HeadGuidance", "TextGenerator"]
 
 
 @dataclass(frozen=True)
@@ -52,58 +58,6 @@ class Generation:
         return out
 
 
-@dataclass
-class GenerationStats:
-    """``tokens``: every sampled token (all candidates); ``seconds``: decoding plus the mode's own scoring
-    (rerank, guidance), not the final scoring of the replies."""
-
-    mode: str
-    prompts: int = 0
-    tokens: int = 0
-    output_tokens: int = 0
-    seconds: float = 0.0
-    guidance_calls: int = 0
-    scored_extensions: int = 0
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.tokens / self.seconds if self.seconds > 0 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "tokens_per_second": self.tokens_per_second}
-
-
-class HeadGuidance:
-    """The guidance hook for :func:`coala_core.generation.decode.decode_batch` (see the module docstring)."""
-
-    def __init__(self, scorer: HeadScorer, prompts: Sequence[list[Message]], scale: float, top_k: int, stats: GenerationStats) -> None:
-        self.scorer, self.prompts, self.scale, self.top_k, self.stats = scorer, list(prompts), float(scale), int(top_k), stats
-
-    def __call__(self, logits: torch.Tensor, generated: list[list[int]], active: torch.Tensor) -> torch.Tensor:
-        k = min(self.top_k, logits.shape[-1])
-        top = logits.topk(k, dim=-1).indices  # (B, k)
-        rows = torch.nonzero(active).flatten().tolist()
-        if not rows:
-            return logits
-        tok = self.scorer.tokenizer
-        texts = [tok.decode(generated[b] + [int(t)], skip_special_tokens=True) for b in rows for t in top[b].tolist()]
-        ok = [i for i, t in enumerate(texts) if t.strip()]
-        scores = np.full(len(texts), np.nan)
-        if ok:
-            prompts = [self.prompts[rows[i // k]] for i in ok]
-            scores[ok] = self.scorer.score(prompts, [texts[i] for i in ok], one_batch=True)
-        self.stats.guidance_calls += 1
-        self.stats.scored_extensions += len(ok)
-        S = scores.reshape(len(rows), k)
-        lo, hi = np.nanmin(np.where(np.isnan(S), np.inf, S), axis=1, keepdims=True), np.nanmax(np.where(np.isnan(S), -np.inf, S), axis=1, keepdims=True)
-        span = hi - lo
-        norm = np.where(np.isfinite(span) & (span > 0), (S - lo) / np.where(span > 0, span, 1.0), 0.0)
-        norm = np.nan_to_num(norm, nan=0.0)  # an extension that decodes to no text ranks lowest
-        bonus = torch.zeros(top.shape, dtype=logits.dtype, device=logits.device)
-        bonus[rows] = torch.as_tensor(self.scale * norm, dtype=logits.dtype, device=logits.device)
-        return logits.scatter_add(1, top, bonus)
-
-
 class TextGenerator:
     """Decodes with the head's own backbone (the frozen LM that makes its features) and scores with the head."""
 
@@ -119,27 +73,26 @@ class TextGenerator:
                                        config.repetition_penalty, config.guidance_every)
 
     def prompt_ids(self, prompt: Sequence[Message]) -> list[int]:
-        """Token ids of the prompt followed by the opening of the assistant turn, formatted as in training
-        (chat template when the features used one, else the plain concatenation), cut from the left to
-        ``max_prompt_tokens`` and to the model's context length less ``max_new_tokens``."""
-        enc = self.scorer.extractor.encoder
-        if enc.uses_chat_template:
-            text = self.tokenizer.apply_chat_template([dict(m) for m in prompt], add_generation_prompt=True, tokenize=False)
-            ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        else:
-            ids = list(self.tokenizer("".join(m["content"] + "\n" for m in prompt), add_special_tokens=False)["input_ids"])
-            if getattr(enc, "_plain_bos", False) and enc.bos_id is not None:
-                ids = [enc.bos_id] + ids
-        return ids[-self.prompt_budget:] if len(ids) > self.prompt_budget else ids
+        """Token ids of the prompt followed by the opening of the assistant turn, exactly the head's scoring
+        prefix (:func:`coala_core.generation.guidance.scoring_parts`: chat template when the features used one,
+        else the plain concatenation; a leading BOS pinned), cut from the left to ``max_prompt_tokens`` and to
+        the model's context length less ``max_new_tokens``."""
+        pinned, prefix, _ = scoring_parts(self.scorer, prompt)
+        keep = max(0, self.prompt_budget - len(pinned))
+        return pinned + (prefix[len(prefix) - keep:] if len(prefix) > keep else prefix)
 
-    def _decode_all(self, prompts: list[list[Message]], generator: torch.Generator, stats: GenerationStats, guided: bool) -> list[list[int]]:
+    def _decode_all(self, prompts: list[list[Message]], stats: GenerationStats, guided: bool) -> list[list[int]]:
+        """Decode ``prompts`` in batches of ``batch_size``; row i of the list samples from its own generator
+        (seeded from the config's seed and i), so the batch size does not change the samples."""
         out: list[list[int]] = []
         bs = self.config.batch_size
+        device = next(self.model.parameters()).device
         for i in range(0, len(prompts), bs):
             batch = prompts[i:i + bs]
             guide = HeadGuidance(self.scorer, batch, self.config.guidance_scale, self.config.guidance_top_k, stats) if guided else None
+            gens = row_generators(self.config.seed, range(i, i + len(batch)), device)
             out.extend(decode_batch(self.model, [self.prompt_ids(p) for p in batch], self.settings, pad_id=self.pad_id,
-                                    eos=self.eos, generator=generator, guide=guide))
+                                    eos=self.eos, generators=gens, guide=guide))
         return out
 
     def generate(self, prompts: Sequence[Sequence[Message]], mode: str | None = None) -> tuple[list[Generation], GenerationStats]:
@@ -147,12 +100,10 @@ class TextGenerator:
         mode = mode or self.config.mode
         prompts = [list(p) for p in prompts]
         stats = GenerationStats(mode=mode, prompts=len(prompts))
-        device = next(self.model.parameters()).device
-        generator = torch.Generator(device=device).manual_seed(self.config.seed)
         n = self.config.n if mode == "rerank" else 1
         expanded: list[list[Message]] = [list(p) for p in prompts for _ in range(n)]
         t0 = time.perf_counter()
-        ids = self._decode_all(expanded, generator, stats, guided=(mode == "guided"))
+        ids = self._decode_all(expanded, stats, guided=(mode == "guided"))
         texts = [self.tokenizer.decode(x, skip_special_tokens=True) for x in ids]
         stats.tokens = sum(len(x) for x in ids)
         rewards = np.asarray(self._score(expanded, texts), dtype=np.float64) if mode == "rerank" else None

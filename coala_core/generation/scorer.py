@@ -105,7 +105,11 @@ class HeadScorer:
         if not len(responses):
             return np.zeros((0, self.head.dim), dtype=np.float32)
         runner = GroupRunner(self.extractor.engine.run, len(responses) if one_batch else self.extractor.config.batch_size)
-        f = self.extractor.features(prompts, responses, runner).astype(self.store_dtype).astype(np.float32)
+        return self.as_stored(self.extractor.features(prompts, responses, runner))
+
+    def as_stored(self, f: np.ndarray) -> np.ndarray:
+        """Feature rows rounded to the store dtype (float32 out); NonFiniteError on a non-finite row."""
+        f = np.asarray(f).astype(self.store_dtype).astype(np.float32)
         bad = np.flatnonzero(~np.isfinite(f).all(axis=1))
         if bad.size:
             raise NonFiniteError(
@@ -117,4 +121,10 @@ class HeadScorer:
     def score(self, prompts: Sequence[Sequence[Message]], responses: Sequence[str], *, one_batch: bool = False) -> np.ndarray:
         """Rewards (n,) float64 of ``responses[i]`` after ``prompts[i]``."""
         f = self.features(prompts, responses, one_batch=one_batch)
+        return self.head.score(f) if len(f) else np.zeros(0)
+
+    def score_features(self, f: np.ndarray) -> np.ndarray:
+        """Rewards (n,) float64 of feature rows made outside :meth:`features` (e.g. from a decoding cache):
+        rounded to the store dtype and checked as :meth:`features` does."""
+        f = self.as_stored(f)
         return self.head.score(f) if len(f) else np.zeros(0)

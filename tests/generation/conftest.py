@@ -61,3 +61,25 @@ def pair_rows(n: int = 6) -> list[dict]:
                      "rejected": f"Let us look at step {i}.", "source": "test", "group_id": f"g{i}",
                      "split": "test", "meta": "{}"})
     return rows
+
+
+def reference_scores(scorer, prompt, generated: list[int], cands: list[int]) -> tuple[np.ndarray, list]:
+    """Head scores of ``generated + [c]`` for each candidate by the training forward pass on those ids (text cut
+    by the trainer's own rule, ``TextEncoder._fit``); NaN where the text is blank. Also the groups."""
+    from coala_core.features.forward import assemble
+    from coala_core.generation.guidance import scoring_parts
+
+    enc, tok, cfg = scorer.extractor.encoder, scorer.tokenizer, scorer.extractor.config
+    pinned, prefix, suffix = scoring_parts(scorer, prompt)
+    special = set(tok.all_special_ids)
+    out, groups, idx = np.full(len(cands), np.nan), [], []
+    for j, c in enumerate(cands):
+        if not tok.decode(generated + [c], skip_special_tokens=True).strip():
+            continue
+        resp = generated + ([] if c in special else [c])
+        groups.append(enc._fit(pinned + prefix if enc.uses_chat_template else prefix, [(resp, suffix)]))
+        idx.append(j)
+    if groups:
+        o = scorer.extractor.engine.run(groups, reuse_prefix=False)
+        out[idx] = scorer.score_features(assemble(o, cfg.pooling, cfg.layers, cfg.logprob_features))
+    return out, [groups[idx.index(j)] if j in idx else None for j in range(len(cands))]

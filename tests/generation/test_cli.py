@@ -117,7 +117,7 @@ def test_generate_command_writes_jsonl(head_dir, tiny_lm, tmp_path) -> None:
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 2 and all(row["mode"] == "rerank" for row in rows)
     for row in rows:
-        rewards = [c["reward"] for c in row["candidates"]]
+        rewards = [float("-inf") if c["reward"] is None else c["reward"] for c in row["candidates"]]  # null: empty reply
         assert len(rewards) == 3 and rewards == sorted(rewards, reverse=True) and row["response"] == row["candidates"][0]["text"]
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"id": "a", "prompt": [{"role": "user", "content": "Hi"}]}) + "\n")

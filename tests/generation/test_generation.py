@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import PROMPTS
+from conftest import PROMPTS, reference_scores
 
 from coala_core.generation import GenerateConfig, TextGenerator, to_messages
 
@@ -34,7 +34,8 @@ def test_guidance_scale_zero_is_exactly_plain_sampling(scorer) -> None:
 
 def test_strong_guidance_picks_the_best_scored_candidate(scorer) -> None:
     """Greedy, no repetition penalty, guidance at every token with an overwhelming scale: each token must be the
-    top-k candidate whose extension the head scores highest (recomputed here without the KV cache)."""
+    top-k candidate whose extension the head scores highest, recomputed here without the KV cache by the
+    training forward pass on the extension's ids."""
     k = 4
     gen = _gen(scorer, mode="guided", temperature=0.0, repetition_penalty=1.0, guidance_every=1, guidance_top_k=k,
                guidance_scale=1e6, max_new_tokens=3)
@@ -47,9 +48,8 @@ def test_strong_guidance_picks_the_best_scored_candidate(scorer) -> None:
             with torch.inference_mode():
                 logits = model(input_ids=torch.tensor([ids + reply])).logits[0, -1].float()
             top = logits.topk(k).indices.tolist()
-            texts = [tok.decode(reply + [t], skip_special_tokens=True) for t in top]
-            scores = [scorer.score([prompt], [t])[0] if t.strip() else -np.inf for t in texts]
-            best = top[int(np.argmax(scores))]
+            scores, _ = reference_scores(scorer, prompt, reply, top)
+            best = top[int(np.argmax(np.nan_to_num(scores, nan=-np.inf)))]
             if best in gen.eos:
                 break
             reply.append(best)
