@@ -1,6 +1,7 @@
 """Trained reward heads on disk: a directory with ``head.safetensors`` and ``head.json``. Never pickle.
 
-``head.safetensors`` holds float64 tensors ``theta1`` (d', m), ``theta2`` (m,), ``gates`` (d', P), ``mean``
+``head.safetensors`` holds float64 tensors ``theta1`` (d', m), ``theta2`` (m,) or (m + d,) with the linear term
+(``linear`` in head.json), ``gates`` (d', P), ``mean``
 (d,), ``scale`` (d,), optionally ``pattern`` (m,) int64 and the convex-form Phase I weights ``v``, ``w``.
 ``head.json`` holds the format version, code version, dimensions, ``beta``, program and bias, the
 configuration that produced the head, the provenance of the features it was trained on, metrics and any
@@ -68,6 +69,7 @@ def save_head(
         "beta": head.beta,
         "program": head.program,
         "bias": head.bias,
+        "linear": head.linear,
         "config": dict(config or {}),
         "feature_provenance": dict(provenance or {}),
         "metrics": dict(metrics or {}),
@@ -83,7 +85,7 @@ def save_head(
 
 
 #: the head.json fields that, with the tensors, make a head's identity (metrics and histories do not)
-IDENTITY_KEYS = ("format", "dim", "width", "n_gates", "beta", "program", "bias", "config")
+IDENTITY_KEYS = ("format", "dim", "width", "n_gates", "beta", "program", "bias", "linear", "config")
 
 
 def canonical_digest(tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> str:
@@ -159,6 +161,7 @@ def load_head(
         theta1=t["theta1"], theta2=t["theta2"], mean=t["mean"], scale=t["scale"], gates=t["gates"],
         beta=float(meta.get("beta", 1.0)), program=str(meta.get("program", "relu")),
         bias=bool(meta.get("bias", False)), pattern=t.get("pattern"), v=t.get("v"), w=t.get("w"), meta=meta,
+        linear=bool(meta.get("linear", False)),
     )
     recorded = {"dim": head.dim, "width": head.width, "n_gates": int(head.gates.shape[1])}
     for key, actual in recorded.items():

@@ -112,16 +112,17 @@ def fit_first_layer(train: Any, validation: Any, spec: HeadSpec | None = None, *
 
 def fit_output_layer(first: TrainedHead, train: Any, validation: Any, spec: HeadSpec | None = None) -> TrainedHead:
     """Phase II: refit theta2 of ``first.head`` on the ``train`` pairs with (beta, gamma, l2) chosen on the
-    ``validation`` pairs (``spec.phase2``; default: the Phase II section of ``first``'s record)."""
+    ``validation`` pairs (``spec.phase2``; default: the Phase II section of ``first``'s record). With
+    ``phase2.linear_term`` the head gains the linear term first (its d weights start at zero)."""
     spec = spec or first.record.spec
     tr, va = _sources(train, validation, spec.phase1.chunk_rows)
-    base = first.head
+    base = first.head.with_linear_term() if spec.phase2.linear_term else first.head
     Hw, Hl = hidden_pairs(base, tr, "train")
     Hvw, Hvl = hidden_pairs(base, va, "validation")
     p2 = select_phase2(Hw, Hl, Hvw, Hvl, spec.phase2, theta_init=base.theta2)
     head = replace(base.with_theta2(p2.theta2, p2.config.beta), meta={})
     n_fits = max(len(p2.selection), 1) + 1
-    flops = phase2_flops(int(tr.n_rows), head.dim, head.width, p2.iterations) * n_fits
+    flops = phase2_flops(int(tr.n_rows), head.dim, head.n_hidden, p2.iterations) * n_fits
     record = first.record.with_phase2(spec.replace(phase2=p2.config), p2.summary(), p2.selection, p2.history,
                                       {"phase2_flops": flops})
     return TrainedHead(head, record, phase1=first.phase1, phase2=p2)

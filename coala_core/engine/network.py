@@ -6,7 +6,11 @@ For pooled LM features ``f`` (n, d), training statistics ``mean``, ``scale`` (d,
     z  = (f - mean) / scale  [| 1]                                         (n, d')
     relu program:   x~ = relu(z @ theta1)                                  (n, m)
     gated program:  x~ = 1[z @ gates[:, pattern] >= 0] * (z @ theta1)      (n, m)
+    linear term:    x~ = [x~ | (f - mean) / scale]                         (n, m + d)   when ``linear``
     reward:         r  = x~ @ theta2                                       (n,)
+
+The optional linear term (``phase2.linear_term``) gives Phase II a skip connection: the head is the ReLU network
+plus a linear function of the standardised features, still fit by one convex program in theta2 (m + d,).
 
 Everything is computed in float64. ``RewardHead`` (Phase II) and ``Phase1Result`` (the recovered Phase I
 network) both score through these two functions, so a head scores the same before and after Phase II
@@ -30,20 +34,26 @@ def standardized(f: Any, mean: Any, scale: Any, bias: bool) -> Any:
 
 
 def hidden(f: Any, theta1: Any, mean: Any, scale: Any, *, bias: bool = False, program: str = "relu",
-           gates: Any = None, pattern: Any = None) -> Any:
-    """The frozen first layer x~ (n, m) of features ``f`` (n, d) (see the module docstring)."""
+           gates: Any = None, pattern: Any = None, linear: bool = False) -> Any:
+    """The frozen first layer x~ (n, m), or (n, m + d) with the ``linear`` term, of features ``f`` (n, d)
+    (see the module docstring)."""
     xp = get_xp(f)
     Z = standardized(f, mean, scale, bias)
     pre = Z @ xp.asarray(theta1, dtype=xp.float64)
     if program == "gated":
         G = xp.asarray(gates, dtype=xp.float64)[:, xp.asarray(pattern)]
-        return xp.where(Z @ G >= 0, pre, 0.0)
-    return xp.maximum(pre, 0.0)
+        H = xp.where(Z @ G >= 0, pre, 0.0)
+    else:
+        H = xp.maximum(pre, 0.0)
+    if linear:
+        d = int(xp.asarray(mean).shape[0])
+        H = xp.concatenate([H, Z[:, :d]], axis=1)
+    return H
 
 
 def forward(f: Any, theta1: Any, theta2: Any, mean: Any, scale: Any, *, bias: bool = False, program: str = "relu",
-            gates: Any = None, pattern: Any = None) -> Any:
+            gates: Any = None, pattern: Any = None, linear: bool = False) -> Any:
     """Rewards r (n,) of features ``f`` (n, d): ``hidden(f, ...) @ theta2``."""
     xp = get_xp(f)
-    H = hidden(f, theta1, mean, scale, bias=bias, program=program, gates=gates, pattern=pattern)
+    H = hidden(f, theta1, mean, scale, bias=bias, program=program, gates=gates, pattern=pattern, linear=linear)
     return H @ xp.asarray(theta2, dtype=xp.float64)

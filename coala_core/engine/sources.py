@@ -103,9 +103,9 @@ def score_source(head: Any, source: Any, where: str = "features") -> tuple[np.nd
 
 
 def hidden_pairs(head: Any, source: Any, where: str = "features") -> tuple[np.ndarray, np.ndarray]:
-    """Hidden features ``(H_w, H_l)`` (n, m) float64 of every pair of ``source`` under the head's frozen first
-    layer, computed chunk by chunk (the Phase II feature map)."""
-    n, m = int(source.n_rows), int(head.width)
+    """Hidden features ``(H_w, H_l)`` (n, m) float64 ((n, m + d) with the linear term) of every pair of ``source``
+    under the head's frozen first layer, computed chunk by chunk (the Phase II feature map)."""
+    n, m = int(source.n_rows), int(getattr(head, "n_hidden", head.width))
     Hw, Hl = np.empty((n, m), dtype=np.float64), np.empty((n, m), dtype=np.float64)
     for start, stop, chosen, rejected in iter_checked(source, where):
         Hw[start:stop] = to_numpy(head.hidden(chosen))

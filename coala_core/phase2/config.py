@@ -3,7 +3,9 @@
 ``preset: paper`` reproduces the authors' released code: random unmatched pairs capped at 2,000, margin 1.0,
 beta 2.5, gamma 0.5, AdamW with lr 1e-4, weight decay 1e-4, 500 epochs, batch 128, no grid search. Any field
 given explicitly overrides the preset. The default (``preset: convex``) is the pairwise Bradley-Terry loss on
-prompt-matched pairs solved by Newton's method, with beta, gamma and l2 chosen on the validation split.
+prompt-matched pairs solved by Newton's method, with beta, gamma and l2 chosen on the validation split. ``linear_term: true`` gives the head a skip
+connection: Phase II then fits the ReLU units' output weights and a linear function of the standardised
+features together (one convex program; the linear Bradley-Terry probe is the case of zero ReLU weights).
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ class Phase2Config(StageConfig):
     history_every: int = Field(default=1, ge=1, description="record metrics every k iterations/epochs")
     seed: int = 0
     select: bool = True
+    linear_term: bool = Field(default=False, description=(
+        "add a linear function of the standardised features to the head (theta2 grows from m to m + d): "
+        "the head nests the linear Bradley-Terry probe and stays one convex program in theta2"))
     beta_grid: list[float] = Field(default_factory=lambda: [1.0, 2.5])
     gamma_grid: list[float] = Field(default_factory=lambda: [0.0, 0.5])
     l2_grid: list[float] = Field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0])

@@ -6,6 +6,7 @@ when ``bias`` (so z is (n, d') with d' = d + bias), and then
 
     relu program:   x~ = relu(z @ theta1)                                  (n, m)
     gated program:  x~ = 1[z @ gates[:, pattern] >= 0] * (z @ theta1)      (n, m)
+    linear term:    x~ = [x~ | z[:, :d]]                                   (n, m + d)   when ``linear``
     reward:         r  = x~ @ theta2                                       (n,)
 
 ``gates`` (d', P) are the Phase I gate vectors (kept so activation patterns on new data can be recomputed),
@@ -16,7 +17,7 @@ preference probability for a pair is ``sigmoid(beta * (r_w - r_l))``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ from coala_core.errors import DimensionMismatchError, NonFiniteError
 @dataclass(frozen=True)
 class RewardHead:
     theta1: np.ndarray  # (d', m)
-    theta2: np.ndarray  # (m,)
+    theta2: np.ndarray  # (m,), or (m + d,) with the linear term
     mean: np.ndarray  # (d,)
     scale: np.ndarray  # (d,)
     gates: np.ndarray  # (d', P)
@@ -40,13 +41,15 @@ class RewardHead:
     v: np.ndarray | None = None
     w: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    linear: bool = False  # Phase II's linear term: theta2's last d entries weigh the standardised features
 
     def __post_init__(self) -> None:
         dp, m = self.theta1.shape if self.theta1.ndim == 2 else (-1, -1)
         d = dp - int(self.bias)
+        k = m + d * int(self.linear)
         checks = {
             "theta1": (self.theta1.ndim == 2, f"(d', m), got shape {self.theta1.shape}"),
-            "theta2": (self.theta2.shape == (m,), f"({m},), got {self.theta2.shape}"),
+            "theta2": (self.theta2.shape == (k,), f"({k},), got {self.theta2.shape}"),
             "mean": (self.mean.shape == (d,), f"({d},), got {self.mean.shape}"),
             "scale": (self.scale.shape == (d,), f"({d},), got {self.scale.shape}"),
             "gates": (self.gates.ndim == 2 and self.gates.shape[0] == dp, f"({dp}, P), got {self.gates.shape}"),
@@ -75,15 +78,20 @@ class RewardHead:
         """m, the number of hidden neurons."""
         return int(self.theta1.shape[1])
 
+    @property
+    def n_hidden(self) -> int:
+        """The width of ``hidden``: m, plus d with the linear term (the length of theta2)."""
+        return self.width + self.dim * int(self.linear)
+
     def hidden(self, features: Any) -> Any:
-        """The frozen first layer ``x~`` (n, m) float64 of pooled features (n, d), numpy or cupy (one forward
-        pass for every head: :func:`coala_core.engine.network.hidden`)."""
+        """The frozen first layer ``x~`` (n, m), (n, m + d) with the linear term, float64, of pooled features
+        (n, d), numpy or cupy (one forward pass for every head: :func:`coala_core.engine.network.hidden`)."""
         if features.ndim != 2 or features.shape[1] != self.dim:
             raise DimensionMismatchError(
                 f"features: expected shape (n, {self.dim}) for this head, got {tuple(features.shape)}"
             )
         return hidden(features, self.theta1, self.mean, self.scale, bias=self.bias, program=self.program,
-                      gates=self.gates, pattern=self.pattern)
+                      gates=self.gates, pattern=self.pattern, linear=self.linear)
 
     def score(self, features: Any) -> Any:
         """Rewards ``r`` (n,) for pooled features (n, d) (on the features' backend)."""
@@ -94,8 +102,15 @@ class RewardHead:
         return RewardHead(
             theta1=self.theta1, theta2=np.asarray(theta2, dtype=np.float64), mean=self.mean,
             scale=self.scale, gates=self.gates, beta=float(beta), program=self.program, bias=self.bias,
-            pattern=self.pattern, v=self.v, w=self.w, meta={**self.meta, **meta},
+            pattern=self.pattern, v=self.v, w=self.w, meta={**self.meta, **meta}, linear=self.linear,
         )
+
+    def with_linear_term(self) -> RewardHead:
+        """The same network with the linear term switched on, its d new output weights zero (scores unchanged)."""
+        if self.linear:
+            return self
+        theta2 = np.concatenate([np.asarray(self.theta2, np.float64), np.zeros(self.dim)])
+        return replace(self, theta2=theta2, linear=True)
 
 
 def random_relu_head(dim: int, width: int, *, seed: int = 0, features: np.ndarray | None = None,
