@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from coala_testsupport.readme import readme_commands
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def walkthrough_commands() -> list[str]:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    section = text.split("## Bring your own data", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```bash\n(.*?)```", section, re.S)
-    assert block, "README: no bash block under 'Bring your own data'"
-    return [ln for ln in block.group(1).splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    return readme_commands("Bring your own data")
 
 
 @pytest.mark.slow  # two Phase I beta paths at d = 576, P = 10 on the CPU: about half an hour on 2 cores (issue 10)

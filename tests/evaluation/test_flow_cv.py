@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from coala_testsupport.prefect import prefect_harness  # noqa: F401 - the session-wide Prefect test server
 
 REPO = Path(__file__).resolve().parents[2]
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -14,15 +15,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-def test_pipeline_cv_folds(harness, tmp_path: Path) -> None:
+@pytest.mark.usefixtures("prefect_harness")
+def test_pipeline_cv_folds(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     from coala_core.testing import save_tiny_lm

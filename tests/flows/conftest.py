@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from coala_testsupport.prefect import prefect_harness  # noqa: F401 - the session-wide Prefect test server
 
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -14,36 +15,12 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
-REPO = Path(__file__).resolve().parents[2]
-TINY_CONFIG = REPO / "configs" / "tiny.yaml"
-
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tiny_model import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama")
-
-
-@pytest.fixture(scope="session")
-def prefect_harness():
-    """One Prefect test server per session, shared by the test folders that need one (a second harness
-    nested in the first loses the client's events: task runs never reach the server)."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    if os.environ.get("COALA_TEST_PREFECT_HARNESS"):  # started by another folder's conftest
-        yield
-        return
-    with prefect_test_harness(server_startup_timeout=120):
-        os.environ["COALA_TEST_PREFECT_HARNESS"] = "1"
-        try:
-            yield
-        finally:
-            os.environ.pop("COALA_TEST_PREFECT_HARNESS", None)
-
-
-def tiny_overrides(model: Path, workdir: Path, **extra: object) -> dict[str, object]:
-    return {"features.model": str(model), "run.workdir": str(workdir), "run.system_metrics": False, **extra}
 
 
 @pytest.fixture(autouse=True)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_CONFIG
+from coala_testsupport.pipeline import REPO, TINY_CONFIG
 
 pytestmark = pytest.mark.integration
 

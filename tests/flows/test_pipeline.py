@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import TINY_CONFIG, tiny_overrides
+from coala_testsupport.pipeline import TINY_CONFIG, tiny_overrides
 
 from coala_core.errors import MissingInputError
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import TINY_CONFIG, tiny_overrides
+from coala_testsupport.pipeline import TINY_CONFIG, tiny_overrides
 
 from coala_core.errors import ConfigError, DataError, MissingInputError
 from flows.config import PipelineConfig, parse_overrides

@@ -7,32 +7,13 @@ import os
 from pathlib import Path
 
 import pytest
+from coala_testsupport.prefect import prefect_harness  # noqa: F401 - the session-wide Prefect test server
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.3")
-
-REPO = Path(__file__).resolve().parents[2]
-TINY_CONFIG = REPO / "configs" / "tiny.yaml"
-
-
-@pytest.fixture(scope="session")
-def prefect_harness():
-    """One Prefect test server per session, shared by the test folders that need one (a second harness
-    nested in the first loses the client's events: task runs never reach the server)."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    if os.environ.get("COALA_TEST_PREFECT_HARNESS"):  # started by another folder's conftest
-        yield
-        return
-    with prefect_test_harness(server_startup_timeout=120):
-        os.environ["COALA_TEST_PREFECT_HARNESS"] = "1"
-        try:
-            yield
-        finally:
-            os.environ.pop("COALA_TEST_PREFECT_HARNESS", None)
 
 
 @pytest.fixture(scope="session")

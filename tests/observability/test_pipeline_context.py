@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import TINY_CONFIG
+from coala_testsupport.pipeline import TINY_CONFIG
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_CONFIG
+from coala_testsupport.pipeline import TINY_CONFIG
 
 from coala_core.errors import DataError
 

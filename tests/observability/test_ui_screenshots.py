@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_CONFIG
+from coala_testsupport.pipeline import REPO, TINY_CONFIG
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "flows"))
 from test_integration_servers import BIN, Servers, clean_env, start_servers  # noqa: E402

@@ -13,14 +13,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "generation"))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-ROWS = [
-    {"prompt": "I think 7 x 8 is 54.", "response": "Let us check: how many groups of eight did you add?"},
-    {"prompt": [{"role": "user", "content": "Julia has twelve spoons."}, {"role": "assistant", "content": "How many were used?"},
-                {"role": "user", "content": "Three were used."}], "response": "So how many are left?"},
-    {"prompt": "Can you explain how you got that number?", "response": "I added the spoons and subtracted the used ones."},
-]
-
-
 def make_head(tiny_lm: Path, out: Path, *, seed: int, val_accuracy: float | None) -> Path:
     """A random ReLU head on the tiny LM's features, with the given validation accuracy in head.json."""
     from coala_core.features import ExtractionConfig, FeatureExtractor, load_model
@@ -40,14 +32,6 @@ def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from coala_core.testing import save_tiny_lm
 
     return save_tiny_lm(tmp_path_factory.mktemp("lm") / "tiny-llama")
-
-
-def pipeline_config(tiny_lm: Path, name: str = "scorer", policy: str = "not-worse"):
-    """The pipeline config register_scorer reads (registered model name, alias, policy, backbone)."""
-    from flows.config import PipelineConfig
-
-    return PipelineConfig.build({"dataset": {"input": "unused.jsonl"}, "features": {"model": str(tiny_lm)},
-                                 "run": {"registered_model": name, "model_alias": "champion", "alias_policy": policy}})
 
 
 @pytest.fixture(scope="session")

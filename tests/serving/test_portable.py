@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROWS, pipeline_config
+from coala_testsupport.serving import ROWS, pipeline_config
 
 pytestmark = pytest.mark.slow
 

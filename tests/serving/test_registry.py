@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROWS, pipeline_config
+from coala_testsupport.serving import ROWS, pipeline_config
 
 
 def test_versions_dedup_and_alias_moves_only_when_not_worse(registry, tiny_lm) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -19,18 +18,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROWS, pipeline_config
+from coala_testsupport.readme import readme_commands
+from coala_testsupport.serving import ROWS, pipeline_config
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
 def readme_block() -> list[str]:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    section = text.split("## Using the head", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```bash\n(.*?)```", section, re.S)
-    assert block, "README: no bash block under 'Using the head'"
-    return [ln for ln in block.group(1).splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    return readme_commands("Using the head")
 
 
 def _free_port() -> int:
