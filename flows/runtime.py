@@ -157,6 +157,11 @@ def pipeline_session(workdir: str | Path, *, wait_s: float | None = None) -> Ite
             print(f"repaired {repaired['sessions']} dead run(s) of this workdir: {repaired['flow_runs']} Prefect flow "
                   f"run(s) marked Crashed, {repaired['mlflow_runs']} MLflow run(s) KILLED", file=sys.stderr)
         ensure_mlflow_store(wd)
+        from tasks.relocation import rebase_mlflow_store
+
+        if moved := rebase_mlflow_store(wd):  # a moved or copied workdir: its artifacts, never the original's
+            print(f"this workdir was moved or copied: MLflow artifact locations under {', '.join(moved)} now point "
+                  f"to {wd / 'mlartifacts'}", file=sys.stderr)
         sid = uuid.uuid4().hex[:16]
         record = _sessions_dir(wd) / f"{sid}.json"
         record.parent.mkdir(parents=True, exist_ok=True)

@@ -19,11 +19,13 @@ for _k in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "PREFECT_HOME"):
     ENV.pop(_k, None)
 
 
-def coala(*args: object, wait: bool = True, timeout: float = 600, **kw) -> subprocess.CompletedProcess | subprocess.Popen:
+def coala(*args: object, wait: bool = True, timeout: float = 600, extra_env: dict[str, str] | None = None,
+          **kw) -> subprocess.CompletedProcess | subprocess.Popen:
     cmd = [COALA, *(str(a) for a in args)]
+    env = {**ENV, **(extra_env or {})}
     if not wait:
-        return subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
-    return subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout, **kw)
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, **kw)
 
 
 def sql(db: Path, query: str) -> list[tuple]:

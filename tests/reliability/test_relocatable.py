@@ -47,3 +47,72 @@ def test_python_form_stays_absolute(tmp_path, monkeypatch):
     features, _, _ = refs(tmp_path)
     assert features["train"].model_dump()["uri"] == str(tmp_path / "features" / "abc" / "train.zarr")
     assert features["train"].path == tmp_path / "features" / "abc" / "train.zarr"
+
+
+MAKE_STORE = """
+import json, sys
+from pathlib import Path
+from mlflow.entities import RunStatus
+from tasks.tracking import client_for, ensure_experiment
+
+wd = Path(sys.argv[1])
+client = client_for(wd)
+exp = ensure_experiment(client, "coala-tiny", wd)
+run = client.create_run(exp, run_name="head")
+(wd / "x.txt").write_text("head")
+client.log_artifact(run.info.run_id, str(wd / "x.txt"), "head")
+client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FINISHED))
+client.create_registered_model("coala-tiny-head")
+client.create_model_version("coala-tiny-head", f"{run.info.artifact_uri}/head", run.info.run_id)
+print(json.dumps([exp, run.info.run_id]))
+"""
+
+
+def _mlflow_workdir(wd):
+    """A workdir's embedded MLflow store as a pipeline leaves it (made by another process, as a pipeline would):
+    experiment, a run with an artifact, a registered version, all with absolute artifact locations."""
+    import json
+    import subprocess
+    import sys
+
+    from harness import ENV, REPO
+
+    out = subprocess.run([sys.executable, "-c", MAKE_STORE, str(wd)], cwd=REPO, env=ENV, capture_output=True,
+                         text=True, timeout=300, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("how", ["copied", "moved"])
+def test_a_moved_or_copied_workdir_logs_and_reads_mlflow_artifacts_in_itself(tmp_path, monkeypatch, how):
+    """Before: MLflow kept `<original>/mlartifacts` in its database, so a pipeline on a copied workdir logged its
+    artifacts into the original's folder (seen: 150 new files there) and loaded the registered head from it."""
+    import shutil
+
+    from flows.runtime import pipeline_session
+    from tasks.tracking import client_for
+
+    for k in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
+        monkeypatch.delenv(k, raising=False)
+    a, b = tmp_path / "a" / "wd", tmp_path / "b" / "wd"
+    a.mkdir(parents=True)
+    exp, run_id = _mlflow_workdir(a)
+    b.parent.mkdir()
+    (shutil.copytree if how == "copied" else shutil.move)(a, b)
+    before = sorted(p.relative_to(a) for p in a.rglob("*")) if how == "copied" else None
+
+    with pipeline_session(b):  # what `coala pipeline run` holds on its workdir
+        client = client_for(b)
+        assert client.get_experiment(exp).artifact_location == (b / "mlartifacts").as_uri()
+        assert client.get_run(run_id).info.artifact_uri.startswith((b / "mlartifacts").as_uri() + "/")
+        version = client.get_model_version("coala-tiny-head", "1")
+        assert str(b / "mlartifacts") in version.source
+        (b / "y.txt").write_text("new")
+        new = client.create_run(exp, run_name="next")
+        client.log_artifact(new.info.run_id, str(b / "y.txt"), "head")
+        client.log_artifact(run_id, str(b / "y.txt"), "late")
+    assert (b / "mlartifacts" / new.info.run_id / "artifacts" / "head" / "y.txt").is_file()
+    assert (b / "mlartifacts" / run_id / "artifacts" / "late" / "y.txt").is_file()
+    if how == "copied":  # the original is untouched
+        assert sorted(p.relative_to(a) for p in a.rglob("*")) == before
+    else:  # the old place is not made again
+        assert not a.exists()
