@@ -13,6 +13,7 @@ An iterate whose cone violation (RMS) exceeds MAX_CONE_VIOLATION does not count 
     .venv/bin/python benchmarks/solver.py --backend cupy
     .venv/bin/python benchmarks/solver.py --features STORE --pairs PAIRS --beta-scaled 1e-2   # real features
     .venv/bin/python benchmarks/solver.py --rho-table --tol 1e-6   # iterations per beta on small problems
+    .venv/bin/python benchmarks/solver.py --rho-table --features STORE --pairs PAIRS   # + real rows projected
     .venv/bin/python benchmarks/solver.py --path-table              # beta path / one cold solve per rho rule
 """
 
@@ -116,35 +117,63 @@ def small_rows(seed: int, n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
 
 #: (seed, n, P, d) of the small problems of issue 10 item 6 (a few hundred rows, d about 10, P up to 8)
 SMALL = [(2, 300, 8, 8), (1, 200, 6, 8), (3, 212, 6, 10), (4, 400, 8, 10)]
-RHO_VARIANTS = {"fixed rho=1": {"rho_rule": "fixed", "rho": 1.0}, "rho=100 beta": {"rho_rule": "beta"},
-                "rho=100 beta + anderson 10": {"rho_rule": "beta", "anderson_memory": 10}}
+#: the betas of the table (1/n-scaled), largest first (the order of a path)
+SMALL_BETAS = (3e-2, 1e-2, 3e-3, 1e-3)
+RHO_VARIANTS = {"fixed rho=1": {"rho_rule": "fixed", "rho": 1.0, "polish_every": 0},
+                "rho=100 beta": {"rho_rule": "beta", "polish_every": 0},
+                "rho=100 beta + anderson 10": {"rho_rule": "beta", "anderson_memory": 10, "polish_every": 0},
+                "fixed rho=1 + polish": {"rho_rule": "fixed", "rho": 1.0},
+                "defaults": {}}
 
 
-def rho_table(tol: float, max_iter: int, variants: list[str]) -> dict[str, list[list[int]]]:
-    """Iterations to ``tol`` per beta (3e-2, 1e-2, 3e-3, 1e-3; cold solves) on the SMALL problems."""
-    out = {}
+def projected_real_rows(uri: str, pairs_path: str, k: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The first k training pairs of a feature store as 2k rows (chosen +1, rejected -1), randomly projected
+    to d columns (a seeded Gaussian matrix) so the problem is as small as the synthetic ones."""
+    (chosen, rejected), _ = real_pairs(uri, pairs_path)
+    R = np.random.default_rng(seed).standard_normal((chosen.shape[1], d)) / np.sqrt(d)
+    X = (np.concatenate([chosen[:k], rejected[:k]]).astype(np.float64) @ R).astype(np.float32).astype(np.float64)
+    return X, np.concatenate([np.ones(k), -np.ones(k)])
+
+
+def rho_table(tol: float, max_iter: int, variants: list[str], real: tuple[str, str] | None = None
+              ) -> dict[str, list[dict[str, object]]]:
+    """Iterations to ``tol`` per beta (SMALL_BETAS) on the SMALL problems (and, with ``real``, 150 pairs of a
+    feature store projected to d = 10, P = 8): cold solves, and a warm-started path over the same betas."""
+    problems = [(f"synthetic seed {seed}, {n} x {d}, P = {P}", *small_rows(seed, n, d), P) for seed, n, P, d in SMALL]
+    if real is not None:
+        problems.append(("real features, 150 pairs projected to 10, P = 8", *projected_real_rows(*real, 150, 10), 8))
+    out: dict[str, list[dict[str, object]]] = {}
     for name in variants:
         rows, t0 = [], time.perf_counter()
-        for seed, n, P, d in SMALL:
-            X, y = small_rows(seed, n, d)
+        for label, X, y, P in problems:
             solver = prepare(X, y, make_config(None, dict(RHO_VARIANTS[name], n_patterns=P, tol=tol,
                                                           max_iter=max_iter)))
-            its = []
-            for beta in (3e-2, 1e-2, 3e-3, 1e-3):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    res, _ = solver.solve(beta)
-                its.append(res.iterations)
-            rows.append(its)
+            row: dict[str, object] = {"problem": label}
+            for mode in ("cold", "path"):
+                its, objs, attempts, state, t1 = [], [], [], None, time.perf_counter()
+                for beta in SMALL_BETAS:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", RuntimeWarning)
+                        res, new_state = solver.solve(beta, state=state)
+                    state = new_state if mode == "path" else None
+                    its.append(res.iterations if res.converged else f">{res.iterations}")
+                    objs.append(res.objective)
+                    attempts.append(len(res.history.get("polish_attempts", [])))
+                row[mode] = {"iterations": its, "objective": objs, "polish_attempts": attempts,
+                             "seconds": time.perf_counter() - t1}
+            rows.append(row)
+            print(f"{name} | {label} | cold {row['cold']['iterations']} ({row['cold']['seconds']:.1f} s, polish "
+                  f"attempts {row['cold']['polish_attempts']}) | path {row['path']['iterations']} "
+                  f"({row['path']['seconds']:.1f} s) | objectives {[round(o, 9) for o in row['cold']['objective']]}",
+                  flush=True)
         out[name] = rows
-        print(f"{name}: iterations per beta (3e-2, 1e-2, 3e-3, 1e-3) per problem {rows} "
-              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)
     return out
 
 
-def path_table() -> None:
+def path_table(variants: list[str], tol: float = 1e-4) -> None:
     """Whole beta path (6 betas, warm-started, selected on validation) against one cold solve at the selected
-    beta, per rho rule, on 150 training / 60 validation pairs (d = 8, P = 6, noisy ReLU preference)."""
+    beta, per variant, on 150 training / 60 validation pairs (d = 8, P = 6, noisy ReLU preference)."""
     def pairs(seed: int, k: int, d: int = 8) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng(seed)
         w = np.ones(d) / np.sqrt(d)
@@ -157,8 +186,8 @@ def path_table() -> None:
         return np.where(better[:, None], a, b), np.where(better[:, None], b, a)
 
     train, val = pairs(0, 150), pairs(1, 60)
-    for name in ("fixed rho=1", "rho=100 beta"):
-        cfg = dict(RHO_VARIANTS[name], n_patterns=6, path_n_betas=6, path_min_ratio=1e-2, tol=1e-4, max_iter=5000)
+    for name in variants:
+        cfg = dict(RHO_VARIANTS[name], n_patterns=6, path_n_betas=6, path_min_ratio=1e-2, tol=tol, max_iter=5000)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             t0 = time.perf_counter()
@@ -168,7 +197,7 @@ def path_table() -> None:
             cold = fit_phase1(train, beta=res.beta, **{k: v for k, v in cfg.items() if not k.startswith("path")})
             tc = time.perf_counter() - t0
         its = [row["iterations"] + row.get("refine_iterations", 0) for row in res.path or []]  # refine: selected
-        print(f"{name}: iterations per beta {its}, selected beta {res.beta:.3g}; path {sum(its)} iterations / "
+        print(f"{name} (tol {tol:g}): iterations per beta {its}, selected beta {res.beta:.3g}; path {sum(its)} iterations / "
               f"{tp:.1f} s, cold solve {cold.iterations} / {tc:.1f} s: ratio {sum(its) / max(cold.iterations, 1):.2f}x "
               f"(iterations), {tp / tc:.2f}x (seconds)", flush=True)
 
@@ -177,8 +206,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rho-table", action="store_true", help="only the rho-rule table on the small problems")
     ap.add_argument("--tol", type=float, default=1e-6, help="tol of --rho-table")
-    ap.add_argument("--path-table", action="store_true", help="only the path-vs-cold-solve table per rho rule")
-    ap.add_argument("--variants", default="fixed rho=1,rho=100 beta", help="comma-separated RHO_VARIANTS keys")
+    ap.add_argument("--path-table", action="store_true", help="only the path-vs-cold-solve table per variant")
+    ap.add_argument("--path-tol", type=float, default=1e-4, help="tol of --path-table")
+    ap.add_argument("--variants", default="rho=100 beta,defaults", help="comma-separated RHO_VARIANTS keys")
     ap.add_argument("--n", type=int, default=50_000, help="rows (2 per pair)")
     ap.add_argument("--d", type=int, default=576)
     ap.add_argument("--P", type=int, default=10)
@@ -194,10 +224,11 @@ def main() -> None:
     ap.add_argument("--beta-scaled", type=float, default=None, help="beta of the 1/n-scaled loss (overrides --beta-unscaled)")
     args = ap.parse_args()
     if args.path_table:
-        path_table()
+        path_table(args.variants.split(","), args.path_tol)
         return
     if args.rho_table:
-        table = rho_table(args.tol, 5000, args.variants.split(","))
+        table = rho_table(args.tol, 5000, args.variants.split(","),
+                          (args.features, args.pairs) if args.features else None)
         if args.json:
             Path(args.json).write_text(json.dumps(table, indent=2))
         return

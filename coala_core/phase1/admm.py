@@ -25,8 +25,12 @@ import numpy as np
 
 from coala_core.phase1.anderson import Anderson
 from coala_core.phase1.data import PreparedRows
+from coala_core.phase1.polish import polish_state
 from coala_core.phase1.programs import group_norm_sum, group_soft_threshold
 from coala_core.phase1.source import get_xp
+
+#: the longest wait, in ADMM iterations, between two polish attempts (the wait doubles after each failure)
+POLISH_MAX_WAIT = 400
 
 
 @dataclass
@@ -205,27 +209,53 @@ def rescale_state(rows: PreparedRows, st: ADMMState, rho: float, alpha: float) -
 
 def run_admm(prob: ADMMProblem, st: ADMMState, max_iter: int, *, fixed_iters: bool = False,
              history: dict[str, list[float]] | None = None,
-             on_iteration: Callable[[ADMMState, StepInfo], None] | None = None, anderson: int = 0
-             ) -> tuple[ADMMState, StepInfo | None, bool, dict[str, list[float]]]:
+             on_iteration: Callable[[ADMMState, StepInfo], None] | None = None, anderson: int = 0,
+             polish_every: int = 0) -> tuple[ADMMState, StepInfo | None, bool, dict[str, list[float]]]:
     """Iterate ``admm_step`` until the Boyd criterion holds (unless ``fixed_iters``) or ``max_iter`` total
     iterations; ``on_iteration`` is called after each step (validation, checkpoints). ``anderson`` > 0
-    accelerates the iteration (safeguarded Anderson acceleration with that memory, :mod:`.anderson`)."""
+    accelerates the iteration (safeguarded Anderson acceleration with that memory, :mod:`.anderson`).
+    ``polish_every`` > 0: after that many iterations, the exact solve on the current active set
+    (:func:`.polish.polish_state`) is tried; one ADMM iteration from it is kept, as the last iteration, only
+    when it meets the Boyd criterion. After a failed attempt the wait to the next one doubles (at most
+    ``POLISH_MAX_WAIT``), so attempts cost a bounded share of the iterations' time; the iterations at which
+    attempts were made are in ``hist["polish_attempts"]``."""
     hist = history if history is not None else {}
     t0 = time.perf_counter() - (hist["seconds"][-1] if hist.get("seconds") else 0.0)
     converged, info = False, None
     aa = Anderson(anderson) if anderson > 0 else None
     cur = st
-    while cur.k < max_iter:
-        st, info = admm_step(prob, cur)
-        for key, val in (("objective", info.objective), ("r_primal", info.r_primal), ("r_dual", info.r_dual),
-                         ("eps_primal", info.eps_primal), ("eps_dual", info.eps_dual),
-                         ("cone_violation", info.cone_violation), ("train_accuracy", info.accuracy),
-                         ("rho", info.rho), ("seconds", time.perf_counter() - t0)):
+
+    def done(i: StepInfo) -> bool:
+        return i.r_primal <= i.eps_primal and i.r_dual <= i.eps_dual
+
+    def record(s: ADMMState, i: StepInfo) -> None:
+        for key, val in (("objective", i.objective), ("r_primal", i.r_primal), ("r_dual", i.r_dual),
+                         ("eps_primal", i.eps_primal), ("eps_dual", i.eps_dual),
+                         ("cone_violation", i.cone_violation), ("train_accuracy", i.accuracy),
+                         ("rho", i.rho), ("seconds", time.perf_counter() - t0)):
             hist.setdefault(key, []).append(float(val))
         if on_iteration is not None:
-            on_iteration(st, info)
-        if not fixed_iters and info.r_primal <= info.eps_primal and info.r_dual <= info.eps_dual:
+            on_iteration(s, i)
+
+    wait = polish_every
+    next_polish = st.k + polish_every
+    while cur.k < max_iter:
+        st, info = admm_step(prob, cur)
+        record(st, info)
+        if not fixed_iters and done(info):
             converged = True
             break
+        if not fixed_iters and polish_every and st.k >= next_polish and st.k < max_iter:
+            cand = polish_state(prob, st)
+            hist.setdefault("polish_attempts", []).append(float(st.k))
+            if cand is not None:
+                pst, pinfo = admm_step(prob, cand)
+                if done(pinfo):
+                    st, info, converged = pst, pinfo, True
+                    hist.setdefault("polished_at", []).append(float(st.k))
+                    record(st, info)
+                    break
+            wait = min(2 * wait, POLISH_MAX_WAIT)
+            next_polish = st.k + wait
         cur = st if aa is None else aa.next(cur, st)[0]
     return st, info, converged, hist

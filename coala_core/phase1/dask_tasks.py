@@ -166,7 +166,7 @@ def gt_partial(data: RangeData, s_state: Any, s_div: tuple[float, ...], nu_state
 def gram_partial(data: RangeData, with_H: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """``(XtX, H upper blocks or None, Fty)`` float64 of one range from its kept rows and signs (the sums of
     ``dask_source._gram_partial``, without reading the store again)."""
-    Xb = data.rows()
+    Xb = data.rows().astype(np.float64)  # float64 products, as PreparedRows.grams
     Db = (data.E > 0).astype(Xb.dtype)
     yb = np.concatenate([np.ones(data.k, dtype=Xb.dtype), -np.ones(data.k, dtype=Xb.dtype)])
     P, d = Db.shape[1], Xb.shape[1]

@@ -195,8 +195,10 @@ class PreparedRows:
         H: Any = xp.zeros((P * d, P * d), dtype=xp.float64) if with_H else None
         Fty = xp.zeros((P, d), dtype=xp.float64)
         for _, _, Xb in self.blocks():
-            XtX += (Xb.T @ Xb).astype(xp.float64)
+            Xb = Xb.astype(xp.float64)
+            XtX += Xb.T @ Xb
         for Xc, Xr, Ec, Er in self.pair_blocks():
+            Xc, Xr = Xc.astype(xp.float64), Xr.astype(xp.float64)
             Z = ((Ec > 0).astype(Xc.dtype)[:, :, None] * Xc[:, None, :]
                  - (Er > 0).astype(Xr.dtype)[:, :, None] * Xr[:, None, :]).reshape(Xc.shape[0], P * d)
             Fty += Z.sum(axis=0).reshape(P, d).astype(xp.float64)
@@ -218,7 +220,10 @@ class PreparedRows:
     def grams(self, with_H: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """One pass: ``XtX`` (d, d), ``H`` (Pd, Pd) with blocks X'D_i D_j X (when ``with_H``), and
         ``Fty`` (P, d) with rows X'D_i y; all float64 numpy (accumulated in float64 across blocks).
-        Pairwise objective: the loss rows are the pair differences D_i(X_w) X_w - D_i(X_l) X_l with target 1."""
+        Pairwise objective: the loss rows are the pair differences D_i(X_w) X_w - D_i(X_l) X_l with target 1.
+        The products are taken in float64 whatever the compute dtype: they define the u-step's problem, and with
+        float32 products its fixed point moved by ~1e-7 relative, the size of tol 1e-6's dual tolerance (issue 10
+        item 6: the polished solution could not pass the stopping rule)."""
         if self.pairwise:
             return self._pairwise_grams(with_H)
         if hasattr(self.source, "grams"):  # the same sums, map-reduced where the rows are (phase1/dask_source.py)
@@ -228,6 +233,7 @@ class PreparedRows:
         H: Any = xp.zeros((P * d, P * d), dtype=xp.float64) if with_H else None
         Fty = xp.zeros((P, d), dtype=xp.float64)
         for start, stop, Xb in self.blocks():
+            Xb = Xb.astype(xp.float64)  # products in float64 (see the docstring)
             Db = (self.E[start:stop] > 0).astype(Xb.dtype)
             yb = self.y[start:stop]
             XtX += (Xb.T @ Xb).astype(xp.float64)

@@ -25,6 +25,7 @@ from coala_core.phase1.cronos import NystromCGUStep
 from coala_core.phase1.data import PreparedRows
 from coala_core.phase1.gated import solve_gated
 from coala_core.phase1.linalg import StructuredUStep, WoodburyUStep, woodbury_pays
+from coala_core.phase1.polish import polish_applies
 from coala_core.phase1.programs import critical_beta, evaluate, network_accuracy, recover_network, relu_critical_beta
 from coala_core.phase1.result import Phase1Result
 from coala_core.phase1.source import to_numpy
@@ -84,6 +85,9 @@ class Phase1Solver:
         else:
             self.ustep = NystromCGUStep(rows, self.Fty, self.alpha, config.nystrom_rank, config.cg_max_iter,
                                         config.cg_tol, config.seed)
+        #: whether the ADMM solves try the active-set polish (phase1/polish.py; resident, small problems)
+        self.polishes = (config.solver == "admm" and config.program == "relu" and config.iterate == "last"
+                         and config.polish_every > 0 and polish_applies(rows))
         self.setup_seconds = time.perf_counter() - t0
 
     # ------------------------------------------------------------------------------------------------------
@@ -126,7 +130,9 @@ class Phase1Solver:
         else:  # warm start: ergodic averages restart at each beta (they average this solve's iterates only)
             start_k = state.k
             state = replace(state, z_sum=state.z_sum * 0.0, n_avg=0)
-            if cfg.rho_rule == "beta" and state.rho != rho:
+            if self.polishes:  # the primal iterate only: the duals restart at 0 (measured, see polish_applies)
+                state = self._rescale_rho(replace(state, lam=state.lam * 0.0, nu=state.nu * 0.0), rho)
+            elif cfg.rho_rule == "beta" and state.rho != rho:
                 state = self._rescale_rho(state, rho)
         ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
         if ckpt is not None and cfg.resume and ckpt.exists():
@@ -152,8 +158,10 @@ class Phase1Solver:
                                "r_dual": info.r_dual, "cone_violation": info.cone_violation})
 
         anderson = cfg.anderson_memory if (not cronos and cfg.iterate == "last") else 0
+        polish_every = cfg.polish_every if self.polishes else 0
         state, _, converged, hist = run_admm(prob, state, start_k + max_iter, fixed_iters=cronos, history=hist,
-                                             on_iteration=on_iteration, anderson=anderson)
+                                             on_iteration=on_iteration, anderson=anderson,
+                                             polish_every=polish_every)
         if ckpt is not None and every:
             save_checkpoint(ckpt, state, hist, fp)
         if not converged and not cronos:
