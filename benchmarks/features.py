@@ -183,9 +183,49 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ranked = sorted(variants, key=lambda v: -results[(v, "linear_bt")].mean())
     best_linear = ranked[0]
     log(f"best linear head: {best_linear} {results[(best_linear, 'linear_bt')].mean():.4f}")
+
+    def report(final: bool) -> dict[str, Any]:
+        """The table and the JSON of everything run so far (written after every run, so a run cut short keeps
+        the finished heads; ``partial`` says which)."""
+        ref = results[(best_linear, "linear_bt")]
+        rows = []
+        for (variant, method), s in results.items():
+            boot = group_bootstrap_means(s, groups, n_boot=args.n_boot, seed=args.seed)[:, 0]
+            lo, hi = interval(boot)
+            row = {"features": variant, "method": method, "accuracy": float(s.mean()), "ci95": [lo, hi],
+                   "seconds": seconds.get(f"{variant}|{method}", 0.0)}
+            if (variant, method) != (best_linear, "linear_bt"):
+                c = compare_pair(method, s, "ref", ref, groups, n_boot=args.n_boot, seed=args.seed)
+                row.update(diff_vs_best_linear=c.difference, diff_ci95=[c.ci_lo, c.ci_hi], only_this=c.only_a,
+                           only_best_linear=c.only_b, mcnemar_p=c.p_value)
+            rows.append(row)
+        rows.sort(key=lambda r: -r["accuracy"])
+        lines = [f"| features | head | accuracy [95% CI] | vs best linear ({best_linear}) [95% CI] | only this / only ref | McNemar p | CV s |",
+                 "|---|---|---|---|---|---|---|"]
+        for r in rows:
+            cmp = ("reference", "-", "-") if "diff_vs_best_linear" not in r else (
+                f"{r['diff_vs_best_linear']:+.4f} [{r['diff_ci95'][0]:+.4f}, {r['diff_ci95'][1]:+.4f}]",
+                f"{r['only_this']} / {r['only_best_linear']}", f"{r['mcnemar_p']:.3g}")
+            lines.append(f"| {r['features']} | {r['method']} | {r['accuracy']:.4f} [{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}] | "
+                         f"{cmp[0]} | {cmp[1]} | {cmp[2]} | {r['seconds']:.0f} |")
+        text = "\n".join(lines)
+        if final:
+            print("\n" + text, flush=True)
+        out = {"command": " ".join([sys.executable, *sys.argv]), "n_pairs": len(pair_ids),
+               "n_groups": int(np.unique(groups).size), "folds": args.folds, "best_linear": best_linear, "rows": rows,
+               "table": text, "pair_ids": pair_ids, "fold": folds.tolist(), "rewards": rewards,
+               "total_seconds": time.perf_counter() - t0, "partial": not final}
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(args.out).with_suffix(".tmp")
+            tmp.write_text(json.dumps(out, default=float), encoding="utf-8")
+            tmp.replace(args.out)
+        return out
+
     heavy = ["relu_net_adamw"] + ([] if args.no_coala else ["coala"])
     for v in ranked[: args.top]:
         run(v, fitters_for(heavy, 20, args.seed, HeadSpec()))
+        report(final=False)
     for item in args.coala_variant:
         vname, _, spec_json = item.partition(":")
         raw = json.loads(spec_json)
@@ -196,39 +236,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         log(f"COALA candidate {run_name} on {best_linear}: {spec_json}")
         try:
             run(best_linear, {run_name: fitters_for(["coala"], 20, args.seed, spec)["coala"]}, val_fraction)
+            report(final=False)
         except Exception as err:  # noqa: BLE001 - one failing candidate must not lose the others' results
             log(f"COALA candidate {run_name} failed: {type(err).__name__}: {err}")
 
-    ref = results[(best_linear, "linear_bt")]
-    rows = []
-    for (variant, method), s in results.items():
-        boot = group_bootstrap_means(s, groups, n_boot=args.n_boot, seed=args.seed)[:, 0]
-        lo, hi = interval(boot)
-        row = {"features": variant, "method": method, "accuracy": float(s.mean()), "ci95": [lo, hi],
-               "seconds": seconds.get(f"{variant}|{method}", 0.0)}
-        if (variant, method) != (best_linear, "linear_bt"):
-            c = compare_pair(method, s, "ref", ref, groups, n_boot=args.n_boot, seed=args.seed)
-            row.update(diff_vs_best_linear=c.difference, diff_ci95=[c.ci_lo, c.ci_hi], only_this=c.only_a,
-                       only_best_linear=c.only_b, mcnemar_p=c.p_value)
-        rows.append(row)
-    rows.sort(key=lambda r: -r["accuracy"])
-    lines = [f"| features | head | accuracy [95% CI] | vs best linear ({best_linear}) [95% CI] | only this / only ref | McNemar p | CV s |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        cmp = ("reference", "-", "-") if "diff_vs_best_linear" not in r else (
-            f"{r['diff_vs_best_linear']:+.4f} [{r['diff_ci95'][0]:+.4f}, {r['diff_ci95'][1]:+.4f}]",
-            f"{r['only_this']} / {r['only_best_linear']}", f"{r['mcnemar_p']:.3g}")
-        lines.append(f"| {r['features']} | {r['method']} | {r['accuracy']:.4f} [{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}] | "
-                     f"{cmp[0]} | {cmp[1]} | {cmp[2]} | {r['seconds']:.0f} |")
-    text = "\n".join(lines)
-    print("\n" + text, flush=True)
-    out = {"command": " ".join([sys.executable, *sys.argv]), "n_pairs": len(pair_ids),
-           "n_groups": int(np.unique(groups).size), "folds": args.folds, "best_linear": best_linear, "rows": rows,
-           "table": text, "pair_ids": pair_ids, "fold": folds.tolist(), "rewards": rewards,
-           "total_seconds": time.perf_counter() - t0}
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(out, default=float), encoding="utf-8")
+    out = report(final=True)
     log(f"total {out['total_seconds']:.0f} s")
     return out
 

@@ -118,13 +118,15 @@ def fit_phase2(
     Xw_val: np.ndarray | None = None,
     Xl_val: np.ndarray | None = None,
     theta_init: np.ndarray | None = None,
+    warm_start: np.ndarray | None = None,
     **overrides: Any,
 ) -> Phase2Result:
     """Fit theta2 with the configured loss and solver (no grid search; see :func:`select_phase2`).
 
     The history records, per recorded iteration, the training loss, the gradient norm and the pair metrics
     (accuracy, sigmoid margin, mean margin of ``r = x~ . theta2``) on the training pairs and, if given, on
-    held-out pairs ``(Xw_val, Xl_val)``.
+    held-out pairs ``(Xw_val, Xl_val)``. ``warm_start`` (m,) replaces the configured initial point (used by
+    :func:`select_phase2` along its l2 grid, where the optimum does not depend on the start).
     """
     config = (config or Phase2Config()).replace(**overrides) if overrides else (config or Phase2Config())
     Xw = np.asarray(Xw, dtype=np.float64)
@@ -150,7 +152,8 @@ def fit_phase2(
             row.update({f"val/{k}": v for k, v in pair_metrics(D_val, theta2).items()})
         history.append(row)
 
-    result = solve(design, _initial_theta(m, config, theta_init), config, observe)
+    start = np.asarray(warm_start, np.float64).copy() if warm_start is not None else _initial_theta(m, config, theta_init)
+    result = solve(design, start, config, observe)
     return Phase2Result(
         theta2=result.theta2, objective=result.objective, grad_norm=result.grad_norm,
         iterations=result.iterations, converged=result.converged, config=config,
@@ -183,13 +186,27 @@ def select_phase2(
         return fit_phase2(Xw, Xl, config, Xw_val=Xw_val, Xl_val=Xl_val, theta_init=theta_init)
     D_val = np.asarray(Xw_val, np.float64) - np.asarray(Xl_val, np.float64)
     gammas = config.gamma_grid or [config.gamma]
+    # Newton's optimum is unique for l2 > 0, so along each (beta, gamma) the l2 grid runs from the most
+    # regularised value down, each fit warm-started at the previous one (a few Newton steps instead of a cold
+    # solve, which on near-separable pairs at small l2 ran to its iteration cap); first-order solvers' results
+    # depend on the start, so they keep the configured one.
+    warm = config.solver == "newton"
+    fits: dict[tuple[float, float, float], Any] = {}
+    for beta in config.beta_grid:
+        for gamma in gammas:
+            prev = None
+            for l2 in sorted(config.l2_grid, reverse=True):
+                cfg = config.replace(beta=beta, gamma=gamma, l2=l2, history_every=10**9)
+                start = prev if (warm and prev is not None and l2 > 0) else None
+                fit = fit_phase2(Xw, Xl, cfg, theta_init=theta_init, warm_start=start)
+                fits[(beta, gamma, l2)] = fit
+                prev = fit.theta2
     table: list[dict[str, Any]] = []
     best_key, best_cfg = None, config
     for beta in config.beta_grid:
         for gamma in gammas:
             for l2 in config.l2_grid:
-                cfg = config.replace(beta=beta, gamma=gamma, l2=l2, history_every=10**9)
-                fit = fit_phase2(Xw, Xl, cfg, theta_init=theta_init)
+                fit = fits[(beta, gamma, l2)]
                 val = pair_metrics(D_val, fit.theta2)
                 row = {
                     "beta": beta, "gamma": gamma, "l2": l2,
