@@ -194,10 +194,10 @@ def select_phase2(
     fits: dict[tuple[float, float, float], Any] = {}
     for beta in config.beta_grid:
         for gamma in gammas:
-            prev = None
+            prev: np.ndarray | None = None
             for l2 in sorted(config.l2_grid, reverse=True):
                 cfg = config.replace(beta=beta, gamma=gamma, l2=l2, history_every=10**9)
-                start = prev if (warm and prev is not None and l2 > 0) else None
+                start: np.ndarray | None = prev if (warm and prev is not None and l2 > 0) else None
                 fit = fit_phase2(Xw, Xl, cfg, theta_init=theta_init, warm_start=start)
                 fits[(beta, gamma, l2)] = fit
                 prev = fit.theta2
