@@ -9,6 +9,10 @@ kill the visible state must be valid (the output absent, or complete and equal t
 chunks all intact). Then the stage runs to completion and must equal the reference bit for bit, with no temp
 leftovers. The figures: faults injected, rows lost, silent changes (a partial or different output seen).
 
+The stages run from a copy of the project's packages taken when the campaign starts (``PYTHONPATH``), so an
+edit of the working tree during the campaign cannot pass for a silent change (a reference made by one version
+of the code, a rerun by another).
+
 Run it alone: ``.venv/bin/python tests/reliability/campaign.py --kills 5 --seed 1`` (prints the figures as JSON).
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -116,9 +121,20 @@ def _accuracy(metrics: object) -> object:
     return None
 
 
-def run(cmd: list[str], timeout: float = 900) -> tuple[int, float, str]:
+PACKAGES = ("coala_core", "storage", "coala_cli", "tasks", "flows")
+
+
+def code_snapshot(base: Path) -> dict[str, str]:
+    """Copy the project's packages under ``base/code``; the environment that runs the `coala` command from it."""
+    src = base / "code"
+    for name in PACKAGES:
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    return {**ENV, "PYTHONPATH": os.pathsep.join(p for p in (str(src), ENV.get("PYTHONPATH", "")) if p)}
+
+
+def run(cmd: list[str], env: dict[str, str], timeout: float = 900) -> tuple[int, float, str]:
     t0 = time.monotonic()
-    res = subprocess.run([COALA, *cmd], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout)
+    res = subprocess.run([COALA, *cmd], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     return res.returncode, time.monotonic() - t0, res.stderr
 
 
@@ -148,17 +164,18 @@ def campaign(base: Path, model: Path, *, kills: int, seed: int, stages: tuple[st
     ref_root.mkdir(parents=True, exist_ok=True)
     root.mkdir(parents=True, exist_ok=True)
     ref_cmds, cmds = commands(ref_root, model), commands(root, model)
+    env = code_snapshot(base)
     figs = Figures()
     order = ("data", "features", "train", "evaluate")
     for stage in order[: max(order.index(s) for s in stages) + 1]:
-        rc, wall, err = run(ref_cmds[stage])
+        rc, wall, err = run(ref_cmds[stage], env)
         if rc != 0:
             raise RuntimeError(f"reference {stage} failed: {err[-1500:]}")
         expected = snapshot(stage, ref_root)
         per = figs.per_stage.setdefault(stage, {"kills": 0, "finished_first": 0})
         for k in range(kills if stage in stages else 0):
             delay = rng.uniform(0.1, 1.1) * wall
-            proc = subprocess.Popen([COALA, *cmds[stage]], cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            proc = subprocess.Popen([COALA, *cmds[stage]], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             if stage == "features" and k % 2 == 1:  # every other kill lands while chunks are being committed
                 _wait_first_commit(root / "fs.zarr", proc)
                 delay = rng.uniform(0.0, 0.1)
@@ -187,7 +204,7 @@ def campaign(base: Path, model: Path, *, kills: int, seed: int, stages: tuple[st
                     figs.silent_changes += 1
                     figs.problems.append("features: a complete store differs from the reference after a kill")
                 shutil.rmtree(root / "fs.zarr")  # complete: start over, so the next kill cuts an append again
-        rc, _, err = run(cmds[stage])
+        rc, _, err = run(cmds[stage], env)
         final = snapshot(stage, root) if rc == 0 else None
         if rc != 0 or final != expected:
             figs.silent_changes += 1
