@@ -123,7 +123,8 @@ RHO_VARIANTS = {"fixed rho=1": {"rho_rule": "fixed", "rho": 1.0, "polish_every":
                 "rho=100 beta": {"rho_rule": "beta", "polish_every": 0},
                 "rho=100 beta + anderson 10": {"rho_rule": "beta", "anderson_memory": 10, "polish_every": 0},
                 "fixed rho=1 + polish": {"rho_rule": "fixed", "rho": 1.0},
-                "defaults": {}}
+                "defaults": {},
+                "defaults + residual balancing": {"adaptive_rho": True}}
 
 
 def projected_real_rows(uri: str, pairs_path: str, k: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,11 @@ of rho every ``rho_adapt_every`` iterations (a new rho costs one factorisation, 
 Over-relaxation with parameter r in (0, 2) replaces u by r u + (1 - r) z_old in steps 2 and 4 and
 alpha G u by r alpha G u + (1 - r) s_old in steps 3 and 4.
 ``admm_step`` maps state to state; ``run_admm`` owns stopping and checkpoints.
+
+The penalty: rho = max(100 beta, 0.1) per beta (``Phase1Config.rho_rule``), fixed within a solve (residual
+balancing is available but off: measured, it did not help). What ends the small problems' long tails is the
+polish (``polish_every``, :mod:`.polish`): an exact solve on the neurons ADMM has found, accepted only through
+this module's own stopping rule (benchmarks/RESULTS.md, "Phase I rho (issue 10 item 6, 2026-11-30)").
 """
 
 from __future__ import annotations
@@ -210,13 +215,15 @@ def rescale_state(rows: PreparedRows, st: ADMMState, rho: float, alpha: float) -
 def run_admm(prob: ADMMProblem, st: ADMMState, max_iter: int, *, fixed_iters: bool = False,
              history: dict[str, list[float]] | None = None,
              on_iteration: Callable[[ADMMState, StepInfo], None] | None = None, anderson: int = 0,
-             polish_every: int = 0) -> tuple[ADMMState, StepInfo | None, bool, dict[str, list[float]]]:
+             polish_every: int = 0, polish_first: int | None = None
+             ) -> tuple[ADMMState, StepInfo | None, bool, dict[str, list[float]]]:
     """Iterate ``admm_step`` until the Boyd criterion holds (unless ``fixed_iters``) or ``max_iter`` total
     iterations; ``on_iteration`` is called after each step (validation, checkpoints). ``anderson`` > 0
     accelerates the iteration (safeguarded Anderson acceleration with that memory, :mod:`.anderson`).
     ``polish_every`` > 0: after that many iterations, the exact solve on the current active set
     (:func:`.polish.polish_state`) is tried; one ADMM iteration from it is kept, as the last iteration, only
-    when it meets the Boyd criterion. After a failed attempt the wait to the next one doubles (at most
+    when it meets the Boyd criterion. The first attempt comes after ``polish_first`` iterations (default
+    ``polish_every``; a warm start passes fewer). After a failed attempt the wait to the next one doubles (at most
     ``POLISH_MAX_WAIT``), so attempts cost a bounded share of the iterations' time; the iterations at which
     attempts were made are in ``hist["polish_attempts"]``."""
     hist = history if history is not None else {}
@@ -237,8 +244,8 @@ def run_admm(prob: ADMMProblem, st: ADMMState, max_iter: int, *, fixed_iters: bo
         if on_iteration is not None:
             on_iteration(s, i)
 
-    wait = polish_every
-    next_polish = st.k + polish_every
+    wait = max(polish_every // 2, 1)  # doubled at each miss: the second attempt comes polish_every later
+    next_polish = st.k + (polish_every if polish_first is None else polish_first)
     while cur.k < max_iter:
         st, info = admm_step(prob, cur)
         record(st, info)

@@ -90,10 +90,11 @@ class Phase1Config(StageConfig):
     rho_adapt_every: int = Field(25, ge=1)
     relaxation: float = Field(1.6, gt=0.0, lt=2.0)  # measured ~2x fewer iterations than 1.0
     anderson_memory: int = Field(0, ge=0, le=50)  # safeguarded Anderson acceleration (0 = off)
-    #: every ``polish_every`` ADMM iterations, solve the program exactly on the active set found so far and keep
-    #: it when one ADMM iteration from it meets the stopping rule (phase1/polish.py; 0 = off; resident rows only)
+    #: after ``polish_every`` ADMM iterations (5 on a warm start), solve the program exactly on the neurons found
+    #: so far and keep it when one ADMM iteration from it meets the stopping rule; the wait doubles after each miss
+    #: (phase1/polish.py; 0 = off; resident rows of a modest size only, ``polish.polish_applies``)
     polish_every: int = Field(25, ge=0)
-    max_iter: int = Field(5000, ge=1)  # with rho_rule "beta" the small problems converge at tol 1e-4 within 3,080
+    max_iter: int = Field(5000, ge=1)  # the small problems of benchmarks/solver.py reach tol 1e-6 well within it
     tol: float = Field(1e-4, gt=0.0)
     abs_tol: float | None = Field(None, gt=0.0)
     rel_tol: float | None = Field(None, gt=0.0)

@@ -31,6 +31,9 @@ from coala_core.phase1.result import Phase1Result
 from coala_core.phase1.source import to_numpy
 
 log = logging.getLogger("coala.phase1")
+#: on a warm start (the next beta of a path) the first polish attempt comes after this many iterations: the
+#: previous beta's neurons are often already the right ones (benchmarks/RESULTS.md, "Phase I rho (issue 10 item 6)")
+POLISH_FIRST_WARM = 5
 LOG_EVERY = 200  # INFO line with the residuals every LOG_EVERY ADMM iterations (shown in Prefect's run log)
 
 
@@ -125,6 +128,7 @@ class Phase1Solver:
         hist: dict[str, list[float]] = {}
         start_k = 0
         rho = self.rho_for(beta_int)
+        warm = state is not None
         if state is None:
             state = init_state(rows, rho)
         else:  # warm start: ergodic averages restart at each beta (they average this solve's iterates only)
@@ -161,7 +165,8 @@ class Phase1Solver:
         polish_every = cfg.polish_every if self.polishes else 0
         state, _, converged, hist = run_admm(prob, state, start_k + max_iter, fixed_iters=cronos, history=hist,
                                              on_iteration=on_iteration, anderson=anderson,
-                                             polish_every=polish_every)
+                                             polish_every=polish_every,
+                                             polish_first=POLISH_FIRST_WARM if warm else None)
         if ckpt is not None and every:
             save_checkpoint(ckpt, state, hist, fp)
         if not converged and not cronos:
