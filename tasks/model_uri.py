@@ -70,6 +70,10 @@ def resolve(uri: str, *, tracking_uri: str | None = None) -> ResolvedModel:
     from mlflow.exceptions import MlflowException
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if tracking_uri and tracking_uri.startswith("sqlite:///") and tracking_uri.endswith("/mlflow.db"):
+        from tasks.relocation import rebase_mlflow_store
+
+        rebase_mlflow_store(Path(tracking_uri.removeprefix("sqlite:///")).parent)  # a moved or copied workdir: its own files
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)

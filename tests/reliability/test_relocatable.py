@@ -59,8 +59,8 @@ wd = Path(sys.argv[1])
 client = client_for(wd)
 exp = ensure_experiment(client, "coala-tiny", wd)
 run = client.create_run(exp, run_name="head")
-(wd / "x.txt").write_text("head")
-client.log_artifact(run.info.run_id, str(wd / "x.txt"), "head")
+(wd / "head.json").write_text("original")
+client.log_artifact(run.info.run_id, str(wd / "head.json"), "head")
 client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FINISHED))
 client.create_registered_model("coala-tiny-head")
 client.create_model_version("coala-tiny-head", f"{run.info.artifact_uri}/head", run.info.run_id)
@@ -116,3 +116,26 @@ def test_a_moved_or_copied_workdir_logs_and_reads_mlflow_artifacts_in_itself(tmp
         assert sorted(p.relative_to(a) for p in a.rglob("*")) == before
     else:  # the old place is not made again
         assert not a.exists()
+
+
+def test_score_on_a_copied_workdir_loads_the_head_from_the_copy(tmp_path, monkeypatch):
+    """`coala score/generate --model-uri models:/...` resolve through tasks.model_uri.resolve: on a copy that no
+    pipeline has run in yet, the registered head is read from the copy, never from the original."""
+    import shutil
+
+    from tasks.model_uri import resolve
+    from tasks.tracking import default_tracking_uri
+
+    for k in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
+        monkeypatch.delenv(k, raising=False)
+    a, b = tmp_path / "a" / "wd", tmp_path / "b" / "wd"
+    a.mkdir(parents=True)
+    _, run_id = _mlflow_workdir(a)
+    shutil.copytree(a, b)
+    (b / "mlartifacts" / run_id / "artifacts" / "head" / "head.json").write_text("copy")
+    resolved = resolve("models:/coala-tiny-head/1", tracking_uri=default_tracking_uri(b))
+    try:
+        assert (resolved.head_dir / "head.json").read_text() == "copy"
+    finally:
+        resolved.cleanup()
+    assert (a / "mlartifacts" / run_id / "artifacts" / "head" / "head.json").read_text() == "original"
