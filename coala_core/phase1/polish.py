@@ -35,17 +35,21 @@ from coala_core.phase1.source import to_numpy
 
 #: largest n_loss x (active columns) design the polish forms densely (float64: 64 MiB)
 POLISH_MAX_ENTRIES = 8_000_000
+#: largest number of unknowns 2 P d: each Newton step solves a dense system of up to that size (512: ~2 ms)
+POLISH_MAX_VARS = 512
 #: most steps of the active-set method (each a Newton step or a change of one working row)
 MAX_STEPS = 150
 
 
 def polish_applies(rows: Any) -> bool:
-    """Whether the polish can run on these rows: resident in this process and small enough that the design of
-    all 2P groups fits ``POLISH_MAX_ENTRIES``. Where it runs, a warm start (the next beta of a path) carries
+    """Whether the polish can run on these rows: resident in this process, at most ``POLISH_MAX_VARS`` unknowns
+    2 P d (so P = 10 neurons of d = 576 features never polish), and the design of all 2P groups within
+    ``POLISH_MAX_ENTRIES``. Where it runs, a warm start (the next beta of a path) carries
     the primal iterate only and restarts the duals at 0: measured on the small problems of
     ``benchmarks/solver.py --rho-table``, warm duals delayed the polish (path iterations 76, 1176, 776, 776
     against 76, 176, 76, 76 with the duals restarted); without the polish warm duals help, so they are kept."""
-    return rows.remote is None and rows.resident and rows.n_loss * 2 * rows.P * rows.d <= POLISH_MAX_ENTRIES
+    return (rows.remote is None and rows.resident and 2 * rows.P * rows.d <= POLISH_MAX_VARS
+            and rows.n_loss * 2 * rows.P * rows.d <= POLISH_MAX_ENTRIES)
 
 
 def _null_basis(M: np.ndarray, d: int) -> np.ndarray:
@@ -221,7 +225,7 @@ def polish_state(prob: Any, st: Any) -> Any | None:
     z = to_numpy(st.z).astype(np.float64)
     norms = np.linalg.norm(z, axis=-1)  # (2, P)
     active = [(k, i) for k in range(2) for i in range(P) if norms[k, i] > 0.0]
-    if not active or rows.n_loss * len(active) * d > POLISH_MAX_ENTRIES:
+    if not active or not polish_applies(rows):
         return None
     X = np.asarray(to_numpy(rows.X), dtype=np.float64)
     E = np.asarray(to_numpy(rows.E), dtype=np.float64)
