@@ -27,7 +27,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -122,15 +122,17 @@ def workdir_lock(workdir: str | Path, *, wait_s: float | None = None, purpose: s
     wd.mkdir(parents=True, exist_ok=True)
     wait = float(os.environ.get("COALA_WORKDIR_WAIT_S", "0")) if wait_s is None else wait_s
     lock = wd / ".coala.lock"
+    held = ExitStack()
     try:
-        with file_lock(lock, purpose=purpose, timeout=wait):
-            yield
+        held.enter_context(file_lock(lock, purpose=purpose, timeout=wait))
     except LockTimeoutError:
         h = holder_info(lock)
         raise WorkdirBusyError(
             f"workdir {wd} is in use by another pipeline (pid {h.get('pid')} on {h.get('host')}, {h.get('purpose')} "
             f"since {h.get('since')}); wait for it, set COALA_WORKDIR_WAIT_S=SECONDS to wait, or use another run.workdir"
         ) from None
+    with held:  # a lock timeout inside the run (a store's) stays that error, never "workdir in use"
+        yield
 
 
 def ensure_mlflow_store(workdir: str | Path) -> None:

@@ -84,3 +84,38 @@ def test_a_second_pipeline_on_a_busy_workdir_stops_with_a_message(tmp_path, tiny
         holder.kill()
         holder.wait()
     assert not (workdir / "mlflow.db").exists()  # the refused run touched nothing
+
+
+def _hold(workdir, seconds):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom flows.runtime import workdir_lock\n"
+         "with workdir_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(float(sys.argv[2]))",
+         str(workdir), str(seconds)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_second_pipeline_waits_with_coala_workdir_wait_s(tmp_path, monkeypatch):
+    """`COALA_WORKDIR_WAIT_S=SECONDS`: the second run waits for the first one instead of stopping."""
+    import time
+
+    from flows.runtime import workdir_lock
+
+    workdir = tmp_path / "wd"
+    holder = _hold(workdir, 3)
+    monkeypatch.setenv("COALA_WORKDIR_WAIT_S", "120")
+    t0 = time.monotonic()
+    with workdir_lock(workdir):
+        waited = time.monotonic() - t0
+    assert waited > 2.0  # it got the workdir only once the first run (3 s) let it go
+    holder.wait()
+
+
+def test_a_lock_timeout_inside_a_run_is_not_reported_as_a_busy_workdir(tmp_path):
+    """A store lock that times out inside the run is that error, not "workdir in use by another pipeline"."""
+    from flows.runtime import workdir_lock
+    from storage.locks import LockTimeoutError
+
+    with pytest.raises(LockTimeoutError, match="store lock held"):
+        with workdir_lock(tmp_path / "wd", wait_s=0):
+            raise LockTimeoutError("store lock held by pid 1")
