@@ -12,7 +12,7 @@ In one process with one loaded backbone (the head's own LM, found from the head'
    score (a tie counts one half).
 
 Run: .venv/bin/python benchmarks/generate.py --model-uri HEAD_OR_URI --pairs PAIRS [--split test] [--prompts 6]
-     [--max-new-tokens 48] [--n 4] [--guidance-scale 2.0] [--out FILE.json]
+     [--max-new-tokens 48] [--n 4] [--guidance-scale 2.0] [--modes plain,rerank,guided] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--backbone", default=None)
+    ap.add_argument("--modes", default=",".join(MODES), help="comma-separated, plain first (the baseline)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -87,16 +88,21 @@ def main() -> None:
     prompts = held_out_prompts(args.pairs, args.split, args.prompts)
     base = GenerateConfig.build(max_new_tokens=args.max_new_tokens, n=args.n, guidance_scale=args.guidance_scale,
                                 batch_size=args.batch_size, seed=args.seed)
+    modes = [m for m in args.modes.split(",") if m]
+    if modes[:1] != ["plain"] or not set(modes) <= set(MODES):
+        raise SystemExit(f"--modes: plain first, then any of {MODES}; got {args.modes!r}")
     runs = {}
-    for mode in MODES:
+    for mode in modes:
         gen = TextGenerator(scorer, base.replace(mode=mode))
         results, stats = gen.generate(prompts)
         replies = [g.response for g in results]
         runs[mode] = {"stats": stats.to_dict(), "head": np.array([g.reward for g in results]),
                       "loglik": loglik_per_token(gen, prompts, replies), "replies": replies}
         print(f"{mode:>7}: {stats.tokens} tokens in {stats.seconds:.1f} s = {stats.tokens_per_second:.1f} tokens/s; "
-              f"mean head score {np.nanmean(runs[mode]['head']):.4f}; mean loglik/token {np.nanmean(runs[mode]['loglik']):.3f}",
-              flush=True)
+              f"mean head score {np.nanmean(runs[mode]['head']):.4f}; mean loglik/token {np.nanmean(runs[mode]['loglik']):.3f}; "
+              f"x plain {stats.tokens_per_second / runs['plain']['stats']['tokens_per_second']:.3f}; win vs plain: head "
+              f"{win_rate(runs[mode]['head'], runs['plain']['head']):.3f}, loglik "
+              f"{win_rate(runs[mode]['loglik'], runs['plain']['loglik']):.3f}", flush=True)
         if mode == "guided":
             print(f"         {stats.guidance_calls} guided steps, {stats.scored_extensions} extensions scored: "
                   f"{stats.extensions_cached} from the decoding cache, {stats.extensions_fresh} from a cut context "
@@ -104,7 +110,7 @@ def main() -> None:
                   flush=True)
     plain = runs["plain"]
     summary = {}
-    for mode in MODES:
+    for mode in modes:
         r = runs[mode]
         summary[mode] = {
             "tokens_per_second": r["stats"]["tokens_per_second"],
@@ -122,7 +128,7 @@ def main() -> None:
     if args.out:
         report = {"args": {k: str(v) for k, v in vars(args).items()}, "config": base.to_dict(), "summary": summary,
                   "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
-                  "replies": {m: runs[m]["replies"] for m in MODES}}
+                  "replies": {m: runs[m]["replies"] for m in modes}}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2, default=float) + "\n")
         print(f"written to {args.out}")
