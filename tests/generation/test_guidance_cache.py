@@ -67,7 +67,7 @@ def _guided_run(scorer: HeadScorer, prompts, max_new_tokens: int = 24, **cfg):
     stats = GenerationStats(mode="guided")
     guide = CheckingGuidance(scorer, prompts, 2.0, 6, stats)
     out = decode_batch(gen.model, [gen.prompt_ids(p) for p in prompts], gen.settings, pad_id=gen.pad_id, eos=gen.eos,
-                       generators=row_generators(0, range(len(prompts))), guide=guide)
+                       generators=row_generators(0, range(len(prompts)), gen.model.device), guide=guide)
     return out, guide, stats
 
 
