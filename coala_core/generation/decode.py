@@ -48,8 +48,9 @@ class DecodeState:
 
 
 class Guide(Protocol):
-    #: hidden-state indices (0..L, as normalised by :func:`norm_layers`) the guide wants from every forward
-    layers: Sequence[int]
+    @property
+    def layers(self) -> Sequence[int]:
+        """Hidden-state indices (0..L, as normalised by :func:`norm_layers`) the guide wants from every forward."""
 
     def observe(self, hidden: dict[int, torch.Tensor], mask: torch.Tensor, prompt: bool) -> None:
         """Hidden states (B, t, d) of the positions just fed, their mask (B, t); ``prompt``: the prompt pass."""
