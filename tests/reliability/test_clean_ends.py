@@ -8,8 +8,11 @@ database migration.
 from __future__ import annotations
 
 import json
+import os
+import random
 import subprocess
 import sys
+import time
 
 import pytest
 from harness import REPO, alive, cmdline, coala, descendants, kill9, mlflow_runs, prefect_flow_runs, wait_for
@@ -29,12 +32,18 @@ def start_pipeline(workdir, model):
                  "--set", "run.system_metrics=false", wait=False)
 
 
-def kill_mid_stage(workdir, model):
-    """Start the pipeline, kill -9 it while a stage's MLflow run is RUNNING; return the server pids it had."""
+#: kill points: the stage-th stage run of the pipeline (dataset, features, phase1, ...) has started, then a random
+#: delay; seeded by COALA_CAMPAIGN_SEED like the CLI campaign, so a failure replays
+RNG = random.Random(int(os.environ.get("COALA_CAMPAIGN_SEED", "0")))
+
+
+def kill_mid_stage(workdir, model, stage=1, delay=0.0):
+    """Start the pipeline, kill -9 it once its ``stage``-th stage run (1 = the first; a cache hit records a run too)
+    has started and ``delay`` seconds more have passed, while a stage's MLflow run is RUNNING."""
     proc = start_pipeline(workdir, model)
-    before = sum(s == "RUNNING" for _, s in mlflow_runs(workdir))
-    assert wait_for(lambda: sum(s == "RUNNING" for _, s in mlflow_runs(workdir)) >= before + 2 or proc.poll() is not None,
-                    900)
+    before = len(mlflow_runs(workdir))
+    assert wait_for(lambda: len(mlflow_runs(workdir)) >= before + 1 + stage or proc.poll() is not None, 900)
+    time.sleep(delay)
     assert proc.poll() is None, proc.communicate()[1][-2000:]
     servers = [p for p in descendants(proc.pid) if "uvicorn" in cmdline(p)]
     assert servers, "the ephemeral Prefect server runs as a child of the pipeline"
@@ -47,7 +56,9 @@ def kill_mid_stage(workdir, model):
 @pytest.mark.slow
 def test_kill9_pipeline_then_repair_or_rerun_ends_every_run_and_the_server_dies(tmp_path, tiny_model):
     workdir = tmp_path / "wd"
-    kill_mid_stage(workdir, tiny_model)
+    (stage_a, stage_b), (delay_a, delay_b) = RNG.sample([1, 2, 3], 2), (RNG.uniform(0, 0.5), RNG.uniform(0, 0.5))
+    print(f"kill points: stage {stage_a} + {delay_a:.2f} s, then stage {stage_b} + {delay_b:.2f} s")
+    kill_mid_stage(workdir, tiny_model, stage_a, delay_a)
     res = coala("runs", "repair", "--workdir", workdir)
     assert res.returncode == 0, res.stderr
     done = json.loads(res.stdout.strip().splitlines()[-1])
@@ -58,7 +69,7 @@ def test_kill9_pipeline_then_repair_or_rerun_ends_every_run_and_the_server_dies(
     again = coala("runs", "repair", "--workdir", workdir)
     assert json.loads(again.stdout.strip().splitlines()[-1])["sessions"] == 0
 
-    kill_mid_stage(workdir, tiny_model)  # killed again; this time the next run repairs by itself
+    kill_mid_stage(workdir, tiny_model, stage_b, delay_b)  # killed again, elsewhere; the next run repairs by itself
     res = start_pipeline(workdir, tiny_model)
     _, err = res.communicate(timeout=1800)
     assert res.returncode == 0, err[-3000:]
