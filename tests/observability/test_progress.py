@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -43,7 +44,10 @@ def test_beta_path_bar_follows_a_real_path(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(sys, "stderr", err)
     rng = np.random.default_rng(0)
     X, V = rng.normal(size=(60, 4)), rng.normal(size=(20, 4))
-    with pytest.warns(RuntimeWarning), prog.beta_path_progress() as update:
+    # 30 iterations may or may not reach tol (the polish can end a solve early): a non-convergence warning is
+    # not what this test is about
+    with warnings.catch_warnings(), prog.beta_path_progress() as update:
+        warnings.simplefilter("ignore", RuntimeWarning)
         fit_phase1_path((X, 0.5 * X), validation=(V, 0.5 * V), n_patterns=2, max_iter=30, path_n_betas=3, progress=update)
     text = err.getvalue()
     assert "Phase I beta path" in text and re.search(r"\b3(\.00)?/3 betas", text) and "val acc" in text
