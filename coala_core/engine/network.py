@@ -45,9 +45,8 @@ def hidden(f: Any, theta1: Any, mean: Any, scale: Any, *, bias: bool = False, pr
         H = xp.where(Z @ G >= 0, pre, 0.0)
     else:
         H = xp.maximum(pre, 0.0)
-    if linear:
-        d = int(xp.asarray(mean).shape[0])
-        H = xp.concatenate([H, Z[:, :d]], axis=1)
+    if linear:  # the standardised features without the bias column
+        H = xp.concatenate([H, Z[:, : Z.shape[1] - int(bias)]], axis=1)
     return H
 
 
