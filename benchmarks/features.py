@@ -37,6 +37,7 @@ from coala_core.baselines import fit_linear_bt, fit_relu_net  # noqa: E402
 from coala_core.baselines.zero_shot import zero_shot_scorers  # noqa: E402
 from coala_core.evaluation.cv import CVResult, cross_validate, group_folds  # noqa: E402
 from coala_core.evaluation.stats import compare_pair, group_bootstrap_means, interval, pair_scores  # noqa: E402
+from storage.atomic import atomic_path  # noqa: E402
 from storage.feature_store import FeatureStore  # noqa: E402
 from storage.pairs import read_pairs  # noqa: E402
 
@@ -216,10 +217,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                "table": text, "pair_ids": pair_ids, "fold": folds.tolist(), "rewards": rewards,
                "total_seconds": time.perf_counter() - t0, "partial": not final}
         if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(args.out).with_suffix(".tmp")
-            tmp.write_text(json.dumps(out, default=float), encoding="utf-8")
-            tmp.replace(args.out)
+            with atomic_path(args.out, suffix=".json") as tmp:
+                tmp.write_text(json.dumps(out, default=float), encoding="utf-8")
         return out
 
     heavy = ["relu_net_adamw"] + ([] if args.no_coala else ["coala"])
