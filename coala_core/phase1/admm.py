@@ -42,7 +42,9 @@ POLISH_MAX_WAIT = 400
 class ADMMState:
     """Everything ADMM carries between iterations: u, z, lam (2, P, d) float64; s, nu (n, 2P) compute dtype;
     ``GtSnu`` = alpha G'(s - nu) (2, P, d); ``rho``; iteration ``k``; ergodic sum ``z_sum`` of the reported
-    iterate (z, or u in cronos mode) over ``n_avg`` iterations."""
+    iterate (z, or u in cronos mode) over ``n_avg`` iterations; ``polish_hint``: the last successful polish's
+    neurons and working sets (:func:`.polish.polish_state`), a feasible start for the next polish (the cones
+    do not depend on beta, so it stays feasible along a path); not checkpointed (a hint, never needed)."""
 
     u: Any
     z: Any
@@ -54,6 +56,7 @@ class ADMMState:
     k: int = 0
     z_sum: Any = None
     n_avg: int = 0
+    polish_hint: Any = None
 
 
 @dataclass
@@ -172,7 +175,7 @@ def admm_step(prob: ADMMProblem, st: ADMMState) -> tuple[ADMMState, StepInfo]:
     accuracy = rows.accuracy(pred) if pred is not None else sums["correct"] / int(rows.pairs[0].shape[0])
     info = StepInfo(obj, loss, r_pri, r_dual, float(eps_pri), float(eps_dual),
                     float(np.sqrt(sums["viol"] / rows.n)), accuracy, rho, pred)
-    new = ADMMState(u, z, lam, s, nu, GtSnu, rho, st.k + 1, st.z_sum + rep, st.n_avg + 1)
+    new = ADMMState(u, z, lam, s, nu, GtSnu, rho, st.k + 1, st.z_sum + rep, st.n_avg + 1, st.polish_hint)
     if prob.adaptive_rho and new.k <= prob.rho_adapt_until and new.k % prob.rho_adapt_every == 0:
         rel_pri = r_pri / max(Ax, Bz, 1e-30)
         rel_dual = r_dual / max(rho * float(xp.linalg.norm(lam + Gtnu)), 1e-30)
@@ -262,6 +265,7 @@ def run_admm(prob: ADMMProblem, st: ADMMState, max_iter: int, *, fixed_iters: bo
                     hist.setdefault("polished_at", []).append(float(st.k))
                     record(st, info)
                     break
+                st = replace(st, polish_hint=cand.polish_hint)  # a feasible start for the next attempt
             wait = min(2 * wait, POLISH_MAX_WAIT)
             next_polish = st.k + wait
         cur = st if aa is None else aa.next(cur, st)[0]

@@ -129,6 +129,10 @@ class Phase1Config(StageConfig):
     #: tolerance of the path's solves; None = PATH_TOL_FACTOR x tol. When looser than ``tol``, the selected beta's
     #: solve continues from its own state to ``tol`` (the shipped solution meets ``tol``; the others only select)
     path_tol: float | None = Field(None, gt=0.0)
+    #: the path stops after this many betas in a row without a better validation accuracy than the best so far
+    #: (the lower betas cost the most iterations; 0 = solve the whole grid). Measured in benchmarks/RESULTS.md,
+    #: "Phase I path cost (issue 10 item 6)"
+    path_patience: int = Field(3, ge=0)
     refit: bool = False
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"paper": PAPER_PRESET}

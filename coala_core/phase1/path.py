@@ -5,8 +5,9 @@ a nonzero solution: the cone program's critical beta, ``programs.relu_critical_b
 ``path_min_ratio * beta_crit``, each solve warm-started from the previous state (ergodic averages restart)
 and re-using the cached factorisations (the u-system does not depend on beta). Select beta by the held-out
 pairwise accuracy of the network each solve ships (the recovered ReLU network, not the convex model) on the
-validation rows (split by group by the caller); ties go to the larger beta. Optionally refit on
-train + validation at the selected beta.
+validation rows (split by group by the caller); ties go to the larger beta. The path stops early once
+``path_patience`` betas in a row have not improved on the best validation accuracy (the low betas are the
+expensive ones). Optionally refit on train + validation at the selected beta.
 """
 
 from __future__ import annotations
@@ -63,14 +64,25 @@ def fit_phase1_path(X: Any, y: Any = None, config: Phase1Config | Mapping[str, A
     results: list[Phase1Result] = []
     state: Any = None
     best_state: Any = None  # the state of the best validation accuracy so far (first among ties), to refine
+    since_best = 0  # betas solved since the validation accuracy last improved (path_patience)
     for i, beta in enumerate(sorted(grid, reverse=True)):
+        if cfg.path_patience and since_best >= cfg.path_patience:
+            log.info("Phase I path stopped after %d of %d betas: the validation accuracy has not improved on %.4f "
+                     "for %d betas (path_patience)", i, len(grid), max(r.val_accuracy for r in results),
+                     cfg.path_patience)
+            if progress is not None:
+                progress({"beta_index": len(grid) - 1, "n_betas": len(grid), "beta": float(beta), "done": True,
+                          "stopped_early": True})
+            break
         solver.progress_context = {"beta_index": i, "n_betas": len(grid)}
         if cfg.program == "gated":
             res, state = solver.solve(float(beta), tol=tol, a0=state)
         else:
             res, state = solver.solve(float(beta), state=state, tol=tol)
         if not results or res.val_accuracy > max(r.val_accuracy for r in results):
-            best_state = state
+            best_state, since_best = state, 0
+        elif any(r.n_active > 0 for r in (*results, res)):  # zero solutions above the critical beta do not count
+            since_best += 1
         results.append(res)
         table.append({"beta": float(beta), "objective": res.objective, "objective_unscaled": res.objective_unscaled,
                       "train_accuracy": res.train_accuracy, "val_accuracy": res.val_accuracy,

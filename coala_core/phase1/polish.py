@@ -241,15 +241,21 @@ def polish_state(prob: Any, st: Any) -> Any | None:
     def loss_rows(B: np.ndarray) -> np.ndarray:
         return B[c_idx] - B[r_idx] if rows.pairwise else B
 
+    hint = st.polish_hint if isinstance(st.polish_hint, dict) else {}
     C, U, W, keep = [], [], [], []
     for k, i in active:
         Cj = E[:, i:i + 1] * X
-        uj = _project(Cj, z[k, i])
-        if float(np.linalg.norm(uj)) <= 1e-9 * float(norms.max()):
-            continue  # projected to (nearly) zero: the neuron leaves
+        if (k, i) in hint:  # the last polish's solution for this neuron: feasible (the cones do not move with
+            uj, Wj = hint[(k, i)]  # beta) with its working rows tight, so the method starts next to the optimum
+            uj, Wj = uj.copy(), list(Wj)
+        else:
+            uj = _project(Cj, z[k, i])
+            if float(np.linalg.norm(uj)) <= 1e-9 * float(norms.max()):
+                continue  # projected to (nearly) zero: the neuron leaves
+            Wj = _first_rows(Cj, uj, nu[:, k * P + i], d)
         C.append(Cj)
         U.append(uj)
-        W.append(_first_rows(Cj, uj, nu[:, k * P + i], d))
+        W.append(Wj)
         keep.append((k, i))
     if not keep:
         return None
@@ -289,8 +295,9 @@ def polish_state(prob: Any, st: Any) -> Any | None:
     Wsn = s_new - nu_new
     acc = np.stack([(X.T @ (E * Wsn[:, :P])).T, (X.T @ (E * Wsn[:, P:])).T]) * alpha  # alpha G'(s - nu)
     u_x = xp.asarray(u)
+    new_hint = {j: (uj.copy(), list(Wj)) for j, uj, Wj in zip(keep, sol, W, strict=True)}
     return replace(st, u=u_x, z=u_x.copy(), lam=xp.asarray(lam), s=xp.asarray(s_new, dtype=rows.dtype),
-                   nu=xp.asarray(nu_new, dtype=rows.dtype), GtSnu=xp.asarray(acc))
+                   nu=xp.asarray(nu_new, dtype=rows.dtype), GtSnu=xp.asarray(acc), polish_hint=new_hint)
 
 
 def _loss_gradient(X: np.ndarray, D: np.ndarray, rows: Any, r_loss: np.ndarray) -> np.ndarray:

@@ -120,7 +120,7 @@ NEURON_RTOL = 1e-4
 NNLS_MAX_SIZE = 1_000_000
 
 
-def relu_critical_beta(rows: PreparedRows, Fty: Any) -> tuple[float, bool]:
+def relu_critical_beta(rows: PreparedRows, Fty: Any, XtX: Any = None) -> tuple[float, bool]:
     """The largest beta with a nonzero solution of the cone-constrained program (1/n-scaled), and whether it
     is exact.
 
@@ -134,7 +134,9 @@ def relu_critical_beta(rows: PreparedRows, Fty: Any) -> tuple[float, bool]:
     """
     upper = critical_beta(Fty, rows.n_loss)
     if rows.n * rows.d > NNLS_MAX_SIZE:
-        return upper, False
+        if rows.X is None or rows.remote is not None:
+            return upper, False
+        return min(_cone_bound(rows, Fty, XtX), upper), False
     from scipy.optimize import nnls
 
     if rows.X is not None:
@@ -150,6 +152,39 @@ def relu_critical_beta(rows: PreparedRows, Fty: Any) -> tuple[float, bool]:
             _, res = nnls(K, -sign * b[i], maxiter=50 * max(K.shape))
             best = max(best, float(res))
     return min(best, upper), True
+
+
+#: most FISTA iterations of the critical-beta bound on large resident rows, and the relative decrease over
+#: ``BOUND_WINDOW`` iterations below which it stops (measured on 3,884 x 576 SmolLM2 rows, P = 10: 100 iterations,
+#: 3.5 s on the 2-core CPU, gave 0.384 against the exact 0.331 (NNLS, 86 s) and the gated bound 1.378)
+BOUND_MAX_ITER = 150
+BOUND_WINDOW, BOUND_RTOL = 10, 5e-3
+
+
+def _cone_bound(rows: PreparedRows, Fty: Any, XtX: Any = None) -> float:
+    """An upper bound on the cone program's critical beta for rows too large for the exact NNLS: accelerated
+    projected gradient (FISTA) on every group's min_{mu >= 0} ||s b_i + X'diag(e_i) mu||^2 at once, stopped
+    early; any feasible mu gives a norm at least the group's minimum, so the largest norm bounds the critical
+    beta from above (the path's grid then starts at most one step too high, rather than at the gated bound, often
+    4x too high, where the first betas have zero solutions)."""
+    xp, X, P = rows.xp, rows.X, rows.P
+    b = xp.asarray(to_numpy(Fty), dtype=xp.float64) / rows.n_loss  # (P, d)
+    B = xp.concatenate([b, -b]).T.astype(X.dtype)  # (d, 2P): v groups then w groups
+    EE = xp.concatenate([rows.E, rows.E], axis=1).astype(X.dtype)  # (n, 2P)
+    G = to_numpy(XtX) if XtX is not None else to_numpy((X.T @ X).astype(xp.float64))
+    L = float(np.linalg.eigvalsh(np.asarray(G, dtype=np.float64))[-1]) * (1.0 + 1e-6)  # >= ||X'diag(e)||^2
+    M = xp.zeros((rows.n, 2 * P), dtype=X.dtype)
+    Y, t, best, window = M, 1.0, np.inf, []
+    for _ in range(BOUND_MAX_ITER):
+        Mn = xp.maximum(Y - (EE * (X @ (B + X.T @ (EE * Y)))) / L, 0)
+        tn = (1.0 + np.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        Y, M, t = Mn + ((t - 1.0) / tn) * (Mn - M), Mn, tn
+        R = (B + X.T @ (EE * M)).astype(xp.float64)
+        best = min(best, float(xp.sqrt((R * R).sum(axis=0)).max()))
+        window.append(best)
+        if len(window) > BOUND_WINDOW and window[-BOUND_WINDOW - 1] - best <= BOUND_RTOL * best:
+            break
+    return best
 
 
 def recover_network(v: np.ndarray, w: np.ndarray, program: str, rtol: float = NEURON_RTOL

@@ -32,8 +32,10 @@ from coala_core.phase1.source import to_numpy
 
 log = logging.getLogger("coala.phase1")
 #: on a warm start (the next beta of a path) the first polish attempt comes after this many iterations: the
-#: previous beta's neurons are often already the right ones (benchmarks/RESULTS.md, "Phase I rho (issue 10 item 6)")
-POLISH_FIRST_WARM = 5
+#: previous beta's neurons are often already the right ones, and the polish starts from the previous beta's
+#: exact solution (``ADMMState.polish_hint``). Measured on ``benchmarks/solver.py --path-table`` (6 betas):
+#: path iterations 302 with 5, 62 with 1 (benchmarks/RESULTS.md, "Phase I path cost (issue 10 item 6)")
+POLISH_FIRST_WARM = 1
 LOG_EVERY = 200  # INFO line with the residuals every LOG_EVERY ADMM iterations (shown in Prefect's run log)
 
 
@@ -77,7 +79,7 @@ class Phase1Solver:
         #: the largest beta with a nonzero solution (exact for the cone program on resident rows)
         self.beta_crit, self.beta_crit_exact = self.beta_max, True
         if config.program == "relu":
-            crit, self.beta_crit_exact = relu_critical_beta(rows, self.Fty)
+            crit, self.beta_crit_exact = relu_critical_beta(rows, self.Fty, None if rows.pairwise else self.XtX)
             self.beta_crit = crit * self.scale_n
         self.alpha = config.constraint_scale if config.constraint_scale is not None else 1.0 / np.sqrt(n)
         if woodbury:
