@@ -48,7 +48,13 @@ def settings(config: str | None, sets: list[str]) -> dict[str, Any]:
         out.update(doc.get("phase1") or {})
     for item in sets:
         key, _, value = item.partition("=")
-        out[key.strip()] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):  # YAML 1.1 reads 3e-3 (no dot) as a string
+            try:
+                parsed = float(parsed)
+            except ValueError:
+                pass
+        out[key.strip()] = parsed
     return out
 
 

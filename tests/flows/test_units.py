@@ -117,7 +117,7 @@ def test_admm_monitor_logs_path_metrics_and_phase1_head_scores(tmp_path: Path) -
     accs = client.get_metric_history(run.run_id, "admm/val_accuracy")
     # one point per beta, and one more when the selected beta was refined from path_tol to tol
     refined = [row for row in res.path if "refine_iterations" in row]
-    assert len(refined) == 1 and refined[0]["selected"]  # path_tol defaults to 10x tol: the choice is refined
+    assert len(refined) == 1 and refined[0]["selected"]  # path_tol defaults to 30x tol: the choice is refined
     assert len(accs) == 3 and accs[-1].step == monitor.step
     head = phase1_head(res)
     assert head.width == res.n_active and np.allclose(head.score(Fw[:5]), np.asarray(res.score(Fw[:5])), atol=1e-8)
