@@ -103,7 +103,9 @@ def newton(
     if not converged:
         warnings.warn(
             f"Phase II Newton stopped after {state.iteration} iterations with ||grad|| = {gnorm:.3e} > tol "
-            f"{tol:.1e}; with l2 = 0 on separable pairs the optimum does not exist (raise l2)",
+            f"{tol:.1e} at l2 = {design.l2:g}"
+            + ("; on separable pairs the optimum does not exist at l2 = 0 (raise l2)" if design.l2 == 0 else
+               " (the loss stopped decreasing at machine precision, or max_iter was reached)"),
             RuntimeWarning,
             stacklevel=2,
         )
