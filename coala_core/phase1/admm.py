@@ -42,8 +42,8 @@ POLISH_MAX_WAIT = 400
 class ADMMState:
     """Everything ADMM carries between iterations: u, z, lam (2, P, d) float64; s, nu (n, 2P) compute dtype;
     ``GtSnu`` = alpha G'(s - nu) (2, P, d); ``rho``; iteration ``k``; ergodic sum ``z_sum`` of the reported
-    iterate (z, or u in cronos mode) over ``n_avg`` iterations; ``polish_hint``: the last successful polish's
-    neurons and working sets (:func:`.polish.polish_state`), a feasible start for the next polish (the cones
+    iterate (z, or u in cronos mode) over ``n_avg`` iterations; ``polish_hint``: the last polish's neurons
+    and working sets, kept or not (:func:`.polish.polish_state`), a feasible start for the next polish (the cones
     do not depend on beta, so it stays feasible along a path); not checkpointed (a hint, never needed)."""
 
     u: Any
