@@ -25,20 +25,15 @@ from typing import Any
 import numpy as np
 import scipy.optimize  # noqa: F401  (imported before the clocks: the critical beta and the polish use it)
 import yaml
+from solver import real_pairs  # benchmarks/solver.py (the script's own folder is on sys.path)
 
 from coala_core.phase1 import fit_phase1
 from coala_core.phase1.path import fit_phase1_path
-from storage import FeatureStore, read_pairs
 
 
 def load_rows(store_uri: str, pairs_path: str, columns: int | None) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-    store = FeatureStore.open(store_uri, mode="r")
-    split = np.asarray(read_pairs(pairs_path).column("split").to_pylist())
-    if len(split) != store.n_rows:
-        raise SystemExit(f"{pairs_path} has {len(split)} rows, the store {store.n_rows}")
-    chosen, rejected = (a.astype(np.float32)[:, :columns] for a in store.read_all())
-    tr, va = split == "train", split == "validation"
-    return (chosen[tr], rejected[tr]), (chosen[va], rejected[va])
+    """``solver.real_pairs`` (train and validation rows by the pairs file's split), first ``columns`` only."""
+    return tuple((c[:, :columns], r[:, :columns]) for c, r in real_pairs(store_uri, pairs_path))
 
 
 def settings(config: str | None, sets: list[str]) -> dict[str, Any]:
