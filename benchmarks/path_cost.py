@@ -88,7 +88,7 @@ def main() -> None:
            "cold_converged": cold.converged, "cold_seconds": t_cold,
            "ratio_iterations": sum(its) / max(cold.iterations, 1), "ratio_seconds": t_path / t_cold,
            "setup_seconds": res.history.get("setup_seconds", [float("nan")])[0],
-           "objective_path": res.objective, "objective_cold": cold.objective}
+           "objective_path": res.objective, "objective_cold": cold.objective, "rows": rows}
     print(f"path: {len(rows)} betas, {sum(its)} iterations, {t_path:.1f} s (set-up {out['setup_seconds']:.1f} s); "
           f"cold solve at beta {res.beta:.4g}: {cold.iterations} iterations ({'converged' if cold.converged else 'cap'}), "
           f"{t_cold:.1f} s; ratio {out['ratio_iterations']:.2f}x (iterations), {out['ratio_seconds']:.2f}x (seconds); "

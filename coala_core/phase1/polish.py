@@ -39,6 +39,15 @@ POLISH_MAX_ENTRIES = 8_000_000
 POLISH_MAX_VARS = 512
 #: most steps of the active-set method (each a Newton step or a change of one working row)
 MAX_STEPS = 150
+#: a working row may leave once the Newton decrement is below this (relative to the gradient's scale) and its
+#: multiplier estimate is below -DROP_MARGIN: the last Newton steps to rounding level are spent only on the
+#: final working set (measured on ``benchmarks/solver.py --path-table``: a third of the steps were those)
+DROP_DECREMENT = 1e-9
+DROP_MARGIN = 1e-6
+#: most rounds of adding zero neurons whose optimality condition fails (each round adds every such neuron)
+MAX_GROUP_ROUNDS = 8
+#: a zero neuron violates its optimality condition when ||P_K(-g)|| > (1 + this) beta
+GROUP_ADD_MARGIN = 1e-6
 
 
 def polish_applies(rows: Any) -> bool:
@@ -52,13 +61,15 @@ def polish_applies(rows: Any) -> bool:
             and rows.n_loss * 2 * rows.P * rows.d <= POLISH_MAX_ENTRIES)
 
 
-def _null_basis(M: np.ndarray, d: int) -> np.ndarray:
-    """Orthonormal basis (d, r) of the null space of M (k, d)."""
+def _null_basis(M: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Orthonormal basis (d, r) of the null space of M (k, d), and the pseudo-inverse (k, d) of M' (least-squares
+    multipliers m = pinv(M') g), both from one SVD."""
     if M.shape[0] == 0:
-        return np.eye(d)
-    _, sv, Vt = np.linalg.svd(M, full_matrices=True)
+        return np.eye(d), np.zeros((0, d))
+    Uo, sv, Vt = np.linalg.svd(M, full_matrices=True)
     tol = max(M.shape) * np.finfo(np.float64).eps * (sv[0] if sv.size else 0.0)
-    return Vt[int((sv > tol).sum()):].T
+    r = int((sv > tol).sum())
+    return Vt[r:].T, (Uo[:, :r] / sv[:r]) @ Vt[:r]
 
 
 def _project(C: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -82,135 +93,184 @@ def _first_rows(C: np.ndarray, u: np.ndarray, nu_col: np.ndarray, d: int) -> lis
     return kept
 
 
-class _Restricted:
-    """The loss on the active groups: f(u) = ||sum_j B_j u_j - target||^2 / (2 n) + beta sum_j ||u_j||, with
-    B_j (n_loss, d) the loss rows of group j (sign included)."""
+class _Groups:
+    """The neurons the polish works on (groups j = (v_i or w_i)): cone rows C_j (n, d) (the neuron is feasible
+    when C_j u_j >= 0), loss rows B_j (n_loss, d) (sign included), working rows W_j and keys (k, i). The loss on
+    them is f(U) = ||sum_j B_j u_j - target||^2 / (2 n_loss) + beta sum_j ||u_j||; its stacked forms (C as
+    (J, n, d), B as (n_loss, J d) and the Gram matrix B'B / n_loss) are built once per set of groups, so a step
+    of the active-set method costs a few dense products whatever the number of groups."""
 
-    def __init__(self, B: list[np.ndarray], target: np.ndarray, beta: float, n_loss: int) -> None:
-        self.B, self.target, self.beta, self.n = B, target, beta, n_loss
+    def __init__(self, target: np.ndarray, beta: float, n_loss: int, d: int) -> None:
+        self.target, self.beta, self.n, self.d = target, beta, n_loss, d
+        self.C: list[np.ndarray] = []
+        self.B: list[np.ndarray] = []
+        self.W: list[list[int]] = []
+        self.keys: list[tuple[int, int]] = []
+        self._stacked: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
-    def value(self, U: list[np.ndarray]) -> float:
-        r = sum(Bj @ uj for Bj, uj in zip(self.B, U, strict=True)) - self.target
-        return float(r @ r) / (2.0 * self.n) + self.beta * sum(float(np.linalg.norm(uj)) for uj in U)
+    def add(self, key: tuple[int, int], Cj: np.ndarray, Bj: np.ndarray, Wj: list[int]) -> None:
+        self.C.append(Cj)
+        self.B.append(Bj)
+        self.W.append(Wj)
+        self.keys.append(key)
+        self._stacked = None
 
-    def line(self, U: list[np.ndarray], dU: list[np.ndarray]) -> Any:
+    def remove(self, j: int) -> None:
+        for lst in (self.C, self.B, self.W, self.keys):
+            lst.pop(j)
+        self._stacked = None
+
+    def stacked(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._stacked is None:
+            Bs = np.concatenate(self.B, axis=1)
+            self._stacked = (np.stack(self.C), Bs, Bs.T @ Bs / self.n)
+        return self._stacked
+
+    def residual(self, U: np.ndarray) -> np.ndarray:
+        return self.stacked()[1] @ U.ravel() - self.target
+
+    def value(self, U: np.ndarray) -> float:
+        r = self.residual(U)
+        return float(r @ r) / (2.0 * self.n) + self.beta * float(np.linalg.norm(U, axis=1).sum())
+
+    def line(self, U: np.ndarray, dU: np.ndarray) -> Any:
         """h -> f(U + h dU), each evaluation O(n_loss + groups d) (the residual's two parts formed once)."""
-        r = sum(Bj @ uj for Bj, uj in zip(self.B, U, strict=True)) - self.target
-        rd = sum(Bj @ dj for Bj, dj in zip(self.B, dU, strict=True))
-        Us, dUs = np.stack(U), np.stack(dU)
+        r, rd = self.residual(U), self.stacked()[1] @ dU.ravel()
 
         def at(h: float) -> float:
             q = r + h * rd
-            return float(q @ q) / (2.0 * self.n) + self.beta * float(np.linalg.norm(Us + h * dUs, axis=1).sum())
+            return float(q @ q) / (2.0 * self.n) + self.beta * float(np.linalg.norm(U + h * dU, axis=1).sum())
 
         return at
 
-    def newton(self, U: list[np.ndarray], N: list[np.ndarray]) -> tuple[list[np.ndarray], float, list[np.ndarray]]:
-        """Newton direction (in u) in the null spaces N_j, the decrement, and the full gradient per group."""
-        r = sum(Bj @ uj for Bj, uj in zip(self.B, U, strict=True)) - self.target
-        BN = [Bj @ Nj for Bj, Nj in zip(self.B, N, strict=True)]
-        Phi = np.concatenate(BN, axis=1)
-        Hm = Phi.T @ Phi / self.n
-        grads = [Bj.T @ r / self.n + self.beta * uj / np.linalg.norm(uj) for Bj, uj in zip(self.B, U, strict=True)]
-        gt = np.concatenate([Nj.T @ gj for Nj, gj in zip(N, grads, strict=True)])
+    def newton(self, U: np.ndarray, N: list[np.ndarray]) -> tuple[np.ndarray, float, np.ndarray]:
+        """Newton direction (J, d) in the null spaces N_j, the decrement, and the full gradient (J, d)."""
+        _, Bs, gram = self.stacked()
+        J, d, beta = U.shape[0], self.d, self.beta
+        norms = np.linalg.norm(U, axis=1)
+        grads = (Bs.T @ self.residual(U) / self.n).reshape(J, d) + beta * U / norms[:, None]
+        uh = U / norms[:, None]
+        H = gram.copy()
+        idx = np.arange(J)
+        H.reshape(J, d, J, d)[idx, :, idx, :] += (beta / norms)[:, None, None] * (
+            np.eye(d)[None] - uh[:, :, None] * uh[:, None, :])
+        R = sum(Nj.shape[1] for Nj in N)
+        Nfull = np.zeros((J * d, R))
         a = 0
-        for Nj, uj in zip(N, U, strict=True):
-            b = a + Nj.shape[1]
-            tj = Nj.T @ uj
-            nj = float(np.linalg.norm(uj))
-            Hm[a:b, a:b] += (self.beta / nj) * (np.eye(b - a) - np.outer(tj, tj) / nj**2)
-            a = b
-        Hm += 1e-14 * max(float(np.trace(Hm)) / max(Hm.shape[0], 1), 1e-300) * np.eye(Hm.shape[0])
+        for j, Nj in enumerate(N):
+            Nfull[j * d:(j + 1) * d, a:a + Nj.shape[1]] = Nj
+            a += Nj.shape[1]
+        Hm = Nfull.T @ H @ Nfull
+        gt = Nfull.T @ grads.ravel()
+        Hm += 1e-14 * max(float(np.trace(Hm)) / max(R, 1), 1e-300) * np.eye(R)
         step = np.linalg.solve(Hm, gt)
-        out, a = [], 0
-        for Nj in N:
-            b = a + Nj.shape[1]
-            out.append(-(Nj @ step[a:b]))
-            a = b
-        return out, float(gt @ step), grads
+        return -(Nfull @ step).reshape(J, d), float(gt @ step), grads
+
+    def ratio_test(self, U: np.ndarray, dU: np.ndarray) -> tuple[float, tuple[int, int] | None]:
+        """The largest step h <= 1 along dU that keeps the rows outside the working sets feasible, and the row
+        that blocks it (group index, row) or None."""
+        both = self.stacked()[0] @ np.stack([U, dU], axis=-1)  # (J, n, 2): slack and slope of every cone row
+        slack, slope = both[..., 0], both[..., 1]
+        free = np.ones(slope.shape, dtype=bool)
+        for j, Wj in enumerate(self.W):
+            free[j, Wj] = False
+        hit = free & (slope < 0)
+        if not hit.any():
+            return 1.0, None
+        h = np.full(slope.shape, np.inf)
+        h[hit] = np.maximum(slack[hit], 0.0) / -slope[hit]
+        k = int(np.argmin(h))
+        j, row = divmod(k, slope.shape[1])
+        return (float(h[j, row]), (j, row)) if h[j, row] < 1.0 else (1.0, None)
 
 
-def _ratio_test(C: list[np.ndarray], W: list[list[int]], U: list[np.ndarray], dU: list[np.ndarray]
-                ) -> tuple[float, tuple[int, int] | None]:
-    """The largest step h <= 1 along dU that keeps the rows outside the working sets feasible, and the row that
-    blocks it (group index, row) or None."""
-    h_max, block = 1.0, None
-    for j, (Cj, Wj) in enumerate(zip(C, W, strict=True)):
-        slope = Cj @ dU[j]
-        out = np.ones(Cj.shape[0], dtype=bool)
-        out[Wj] = False
-        hit = np.flatnonzero(out & (slope < 0))
-        if hit.size:
-            h = np.maximum(Cj[hit] @ U[j], 0.0) / -slope[hit]
-            k = int(np.argmin(h))
-            if h[k] < h_max:
-                h_max, block = float(h[k]), (j, int(hit[k]))
-    return h_max, block
+def _worst_multipliers(pinvs: list[np.ndarray], grads: np.ndarray) -> tuple[float, list[tuple[int, int]]]:
+    """Per group, the most negative least-squares multiplier estimate of a working row (G_Wj' m = g_j, by the
+    cached pseudo-inverse of G_Wj'), as (group index, position in W_j), and the most negative of all (0 and []
+    when none is negative)."""
+    worst, where = 0.0, []
+    for j, Pj in enumerate(pinvs):
+        if Pj.shape[0]:
+            m = Pj @ grads[j]
+            k = int(np.argmin(m))
+            if m[k] < 0.0:
+                where.append((j, k))
+                worst = min(worst, float(m[k]))
+    return worst, where
 
 
-def _active_set(C: list[np.ndarray], f: _Restricted, U: list[np.ndarray], W: list[list[int]], d: int,
-                keep: list[tuple[int, int]]) -> list[np.ndarray] | None:
-    """The primal active-set method from the feasible U with working sets W; a group whose working rows leave
-    it no direction, or whose norm collapses, leaves (``C``, ``U``, ``W``, ``f.B`` and ``keep`` shrink in place)."""
-    scale = max(1.0, max(float(np.abs(Bj.T @ f.target).max(initial=0.0)) / f.n for Bj in f.B))
-    fx = f.value(U)
-    cache: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}  # null bases by (group's matrix, working rows)
+def _active_set(gr: _Groups, U: np.ndarray) -> np.ndarray | None:
+    """The primal active-set method from the feasible U (J, d) with working sets ``gr.W``; a group whose working
+    rows leave it no direction, or whose norm collapses, leaves (``gr`` shrinks in place). Returns the solution
+    (aligned with ``gr.keys``) or None."""
+    d = gr.d
+    scale = max(1.0, float(np.abs(gr.stacked()[1].T @ gr.target).max(initial=0.0)) / gr.n)
+    fx = gr.value(U)
+    cache: dict[tuple[int, tuple[int, ...]], tuple[np.ndarray, np.ndarray]] = {}  # by (group's rows, working rows)
 
-    def basis(Cj: np.ndarray, Wj: list[int]) -> np.ndarray:
-        key = (id(Cj), tuple(sorted(Wj)))
+    def basis(Cj: np.ndarray, Wj: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        key = (id(Cj), tuple(Wj))
         if key not in cache:
             cache[key] = _null_basis(Cj[Wj], d)
         return cache[key]
 
     for _ in range(MAX_STEPS):
-        N = [basis(Cj, Wj) for Cj, Wj in zip(C, W, strict=True)]
-        biggest = max(float(np.linalg.norm(uj)) for uj in U)
-        gone = [j for j, (Nj, uj) in enumerate(zip(N, U, strict=True))
-                if Nj.shape[1] == 0 or float(np.linalg.norm(uj)) <= 1e-9 * biggest]
+        bases = [basis(Cj, Wj) for Cj, Wj in zip(gr.C, gr.W, strict=True)]
+        N = [b[0] for b in bases]
+        norms = np.linalg.norm(U, axis=1)
+        gone = [j for j, Nj in enumerate(N) if Nj.shape[1] == 0 or norms[j] <= 1e-9 * float(norms.max())]
         if gone:
             for j in reversed(gone):
-                for lst in (C, U, W, f.B, keep):
-                    lst.pop(j)
-            if not U:
+                gr.remove(j)
+            U = np.delete(U, gone, axis=0)
+            if not gr.keys:
                 return None
-            fx = f.value(U)
+            fx = gr.value(U)
             continue
         try:
-            dU, dec, grads = f.newton(U, N)
+            dU, dec, grads = gr.newton(U, N)
         except np.linalg.LinAlgError:
             return None
         if not np.isfinite(dec) or dec < 0:
             return None
         at_opt = dec <= 1e-18 * scale
+        if not at_opt and dec <= DROP_DECREMENT * scale:
+            # near the working set's optimum: a row whose multiplier is already clearly negative leaves now,
+            # without the last Newton step to rounding level (the answer is only returned at ``at_opt``)
+            worst, where = _worst_multipliers([b[1] for b in bases], grads)
+            if worst < -DROP_MARGIN * scale:
+                _drop(gr.W, where)
+                continue
         if not at_opt:
-            h_max, block = _ratio_test(C, W, U, dU)
+            h_max, block = gr.ratio_test(U, dU)
             h = h_max
-            line = f.line(U, dU)
+            line = gr.line(U, dU)
             while True:  # backtracking (Armijo) within the ratio test's step
                 fc = line(h)
                 if fc <= fx - 1e-4 * h * dec or h < 1e-12:
                     break
                 h *= 0.5
             if h >= 1e-12 or block is not None:
-                cand = [uj + h * dj for uj, dj in zip(U, dU, strict=True)]
-                U, fx = cand, fc
+                U, fx = U + h * dU, fc
                 if block is not None and h == h_max:
-                    W[block[0]].append(block[1])
+                    gr.W[block[0]].append(block[1])
                 continue
             if dec > 1e-14 * scale:  # no descent although the decrement is not at rounding level
                 return None
         # the working set's optimum: the row with the most negative multiplier leaves, or U is the solution
-        worst, where = 0.0, None
-        for j, (Cj, Wj) in enumerate(zip(C, W, strict=True)):
-            if Wj:
-                m = np.linalg.lstsq(Cj[Wj].T, grads[j], rcond=None)[0]
-                k = int(np.argmin(m))
-                if m[k] < worst:
-                    worst, where = float(m[k]), (j, k)
-        if where is None or worst >= -1e-10 * scale:
+        worst, where = _worst_multipliers([b[1] for b in bases], grads)
+        if worst >= -1e-10 * scale:
             return U
-        W[where[0]].pop(where[1])
+        _drop(gr.W, where)
     return None
+
+
+def _drop(W: list[list[int]], where: list[tuple[int, int]]) -> None:
+    """Each group's row of most negative multiplier leaves its working set (one row per group: the groups'
+    rows are separate constraints, so the Newton step in the larger null spaces still descends, and a row that
+    the step would cross comes back through the ratio test)."""
+    for j, k in where:
+        W[j].pop(k)
 
 
 def polish_state(prob: Any, st: Any) -> Any | None:
@@ -242,34 +302,81 @@ def polish_state(prob: Any, st: Any) -> Any | None:
         return B[c_idx] - B[r_idx] if rows.pairwise else B
 
     hint = st.polish_hint if isinstance(st.polish_hint, dict) else {}
-    C, U, W, keep = [], [], [], []
+    hint_active, hint_mu = hint.get("active", {}), hint.get("zero_mu", {})
+    if hint_active:  # a warm start: the last polish's neurons; any other that should be nonzero joins below
+        active = list(hint_active)
+    gr = _Groups(target, beta, rows.n_loss, d)
+    U0 = []
     for k, i in active:
         Cj = E[:, i:i + 1] * X
-        if (k, i) in hint:  # the last polish's solution for this neuron: feasible (the cones do not move with
-            uj, Wj = hint[(k, i)]  # beta) with its working rows tight, so the method starts next to the optimum
+        if (k, i) in hint_active:  # the last polish's solution for this neuron: feasible (the cones do not move
+            uj, Wj = hint_active[(k, i)]  # with beta), its working rows tight: the method starts near the optimum
             uj, Wj = uj.copy(), list(Wj)
         else:
             uj = _project(Cj, z[k, i])
             if float(np.linalg.norm(uj)) <= 1e-9 * float(norms.max()):
                 continue  # projected to (nearly) zero: the neuron leaves
             Wj = _first_rows(Cj, uj, nu[:, k * P + i], d)
-        C.append(Cj)
-        U.append(uj)
-        W.append(Wj)
-        keep.append((k, i))
-    if not keep:
+        gr.add((k, i), Cj, loss_rows((1.0 if k == 0 else -1.0) * D[:, i:i + 1] * X), Wj)
+        U0.append(uj)
+    if not gr.keys:
         return None
-    f = _Restricted([loss_rows((1.0 if k == 0 else -1.0) * D[:, i:i + 1] * X) for k, i in keep], target, beta,
-                    rows.n_loss)
-    sol = _active_set(C, f, U, W, d, keep)
-    if sol is None:
-        return None
+    U = np.stack(U0)
+    zero_kkt: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # zero neuron -> (mu, P_K(-g))
+    for rounds in range(MAX_GROUP_ROUNDS + 1):
+        sol = _active_set(gr, U)
+        if sol is None:
+            return None
+        U = sol
+        g = _loss_gradient(X, D, rows, gr.residual(sol))
+        # a zero neuron is optimal when ||P_K(-g)|| <= beta on its cone K = {u: G u >= 0}; P_K(-g) = G' mu - g
+        # with mu = argmin_{mu >= 0} ||G' mu - g|| (Moreau). Every neuron that fails joins (the ADMM iterate had
+        # not found it yet), at its own optimal step along P_K(-g) divided by their number, which by convexity
+        # lowers the objective and keeps every cone row feasible; the active-set method then continues.
+        zero_kkt.clear()
+        joining = []
+        for k in range(2):
+            for i in range(P):
+                if (k, i) in gr.keys:
+                    continue
+                Cfull = E[:, i:i + 1] * X
+                # any mu >= 0 with ||G' mu - g|| <= beta certifies the zero neuron (xi = (G' mu - g) / beta): mu = 0
+                # when ||g|| <= beta, or the last polish's mu for it; the NNLS only when neither does
+                for guess in (None, hint_mu.get((k, i))):
+                    m = np.zeros(rows.n) if guess is None else guess
+                    delta = Cfull.T @ m - g[k, i]
+                    if float(np.linalg.norm(delta)) <= beta:
+                        zero_kkt[(k, i)] = (m, delta)
+                        break
+                if (k, i) in zero_kkt:
+                    continue
+                m, _ = nnls(Cfull.T, g[k, i], maxiter=50 * max(rows.n, d))
+                delta = Cfull.T @ m - g[k, i]
+                zero_kkt[(k, i)] = (m, delta)
+                nd = float(np.linalg.norm(delta))
+                if nd > (1.0 + GROUP_ADD_MARGIN) * beta:
+                    joining.append((k, i, delta, nd))
+        if not joining or rounds == MAX_GROUP_ROUNDS:
+            break
+        new_rows = []
+        for k, i, delta, nd in joining:
+            Bj = loss_rows((1.0 if k == 0 else -1.0) * D[:, i:i + 1] * X)
+            Bd = Bj @ delta
+            curv = float(Bd @ Bd) / gr.n
+            if curv <= 0.0:
+                continue
+            uj = ((nd * nd - beta * nd) / curv / len(joining)) * delta
+            Cj = E[:, i:i + 1] * X
+            gr.add((k, i), Cj, Bj, _first_rows(Cj, uj, nu[:, k * P + i], d))
+            new_rows.append(uj)
+            del zero_kkt[(k, i)]
+        if new_rows:
+            U = np.vstack([U, np.stack(new_rows)])
+    keep, W = gr.keys, gr.W
     u = np.zeros((2, P, d))
     for (k, i), uj in zip(keep, sol, strict=True):
         u[k, i] = uj
     GU = np.concatenate([E * (X @ u[0].T), E * (X @ u[1].T)], axis=1)  # (n, 2P) cone rows G u (unscaled)
-    r_loss = sum(Bj @ uj for Bj, uj in zip(f.B, sol, strict=True)) - target
-    g = _loss_gradient(X, D, rows, r_loss)
     xi = np.zeros((2, P, d))
     mu = np.zeros((rows.n, 2 * P))
     working = {j: Wj for j, Wj in zip(keep, W, strict=True)}
@@ -284,9 +391,9 @@ def polish_state(prob: Any, st: Any) -> Any | None:
                     m, _ = nnls(Cfull[idx].T, g[k, i] + beta * xi[k, i], maxiter=50 * max(idx.size, d))
                     mu[idx, col] = m
             else:
-                m, _ = nnls(Cfull.T, g[k, i], maxiter=50 * max(rows.n, d))
+                m, delta = zero_kkt[(k, i)]
                 mu[:, col] = m
-                v = (Cfull.T @ m - g[k, i]) / beta
+                v = delta / beta
                 nv = float(np.linalg.norm(v))
                 xi[k, i] = v if nv <= 1.0 else v / nv
     lam = beta * xi / rho
@@ -295,7 +402,8 @@ def polish_state(prob: Any, st: Any) -> Any | None:
     Wsn = s_new - nu_new
     acc = np.stack([(X.T @ (E * Wsn[:, :P])).T, (X.T @ (E * Wsn[:, P:])).T]) * alpha  # alpha G'(s - nu)
     u_x = xp.asarray(u)
-    new_hint = {j: (uj.copy(), list(Wj)) for j, uj, Wj in zip(keep, sol, W, strict=True)}
+    new_hint = {"active": {j: (uj.copy(), list(Wj)) for j, uj, Wj in zip(keep, sol, W, strict=True)},
+                "zero_mu": {j: mu_j for j, (mu_j, _) in zero_kkt.items()}}
     return replace(st, u=u_x, z=u_x.copy(), lam=xp.asarray(lam), s=xp.asarray(s_new, dtype=rows.dtype),
                    nu=xp.asarray(nu_new, dtype=rows.dtype), GtSnu=xp.asarray(acc), polish_hint=new_hint)
 
