@@ -374,7 +374,7 @@ def polish_state(prob: Any, st: Any) -> Any | None:
             U = np.vstack([U, np.stack(new_rows)])
     keep, W = gr.keys, gr.W
     u = np.zeros((2, P, d))
-    for (k, i), uj in zip(keep, sol, strict=True):
+    for (k, i), uj in zip(keep, U, strict=True):
         u[k, i] = uj
     GU = np.concatenate([E * (X @ u[0].T), E * (X @ u[1].T)], axis=1)  # (n, 2P) cone rows G u (unscaled)
     xi = np.zeros((2, P, d))
@@ -402,7 +402,7 @@ def polish_state(prob: Any, st: Any) -> Any | None:
     Wsn = s_new - nu_new
     acc = np.stack([(X.T @ (E * Wsn[:, :P])).T, (X.T @ (E * Wsn[:, P:])).T]) * alpha  # alpha G'(s - nu)
     u_x = xp.asarray(u)
-    new_hint = {"active": {j: (uj.copy(), list(Wj)) for j, uj, Wj in zip(keep, sol, W, strict=True)},
+    new_hint = {"active": {j: (uj.copy(), list(Wj)) for j, uj, Wj in zip(keep, U, W, strict=True)},
                 "zero_mu": {j: mu_j for j, (mu_j, _) in zero_kkt.items()}}
     return replace(st, u=u_x, z=u_x.copy(), lam=xp.asarray(lam), s=xp.asarray(s_new, dtype=rows.dtype),
                    nu=xp.asarray(nu_new, dtype=rows.dtype), GtSnu=xp.asarray(acc), polish_hint=new_hint)
