@@ -106,19 +106,43 @@ class _Groups:
         self.B: list[np.ndarray] = []
         self.W: list[list[int]] = []
         self.keys: list[tuple[int, int]] = []
+        self._bases: list[tuple[np.ndarray, np.ndarray] | None] = []  # per group, for its current working rows
         self._stacked: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._free: np.ndarray | None = None  # (J, n): rows outside the working sets
 
     def add(self, key: tuple[int, int], Cj: np.ndarray, Bj: np.ndarray, Wj: list[int]) -> None:
         self.C.append(Cj)
         self.B.append(Bj)
         self.W.append(Wj)
         self.keys.append(key)
-        self._stacked = None
+        self._bases.append(None)
+        self._stacked = self._free = None
 
     def remove(self, j: int) -> None:
-        for lst in (self.C, self.B, self.W, self.keys):
+        for lst in (self.C, self.B, self.W, self.keys, self._bases):
             lst.pop(j)
-        self._stacked = None
+        self._stacked = self._free = None
+
+    def add_row(self, j: int, row: int) -> None:
+        self.W[j].append(row)
+        self._bases[j] = None
+        if self._free is not None:
+            self._free[j, row] = False
+
+    def drop_rows(self, where: list[tuple[int, int]]) -> None:
+        """The rows ``where`` (group index, position in W_j; at most one per group) leave their working sets."""
+        for j, k in where:
+            row = self.W[j].pop(k)
+            self._bases[j] = None
+            if self._free is not None:
+                self._free[j, row] = True
+
+    def basis(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Null basis of group j's working rows and the pseudo-inverse of their transpose (``_null_basis``)."""
+        b = self._bases[j]
+        if b is None:
+            b = self._bases[j] = _null_basis(self.C[j][self.W[j]], self.d)
+        return b
 
     def stacked(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._stacked is None:
@@ -171,9 +195,11 @@ class _Groups:
         that blocks it (group index, row) or None."""
         both = self.stacked()[0] @ np.stack([U, dU], axis=-1)  # (J, n, 2): slack and slope of every cone row
         slack, slope = both[..., 0], both[..., 1]
-        free = np.ones(slope.shape, dtype=bool)
-        for j, Wj in enumerate(self.W):
-            free[j, Wj] = False
+        if self._free is None:
+            self._free = np.ones(slope.shape, dtype=bool)
+            for j, Wj in enumerate(self.W):
+                self._free[j, Wj] = False
+        free = self._free
         hit = free & (slope < 0)
         if not hit.any():
             return 1.0, None
@@ -199,23 +225,15 @@ def _worst_multipliers(pinvs: list[np.ndarray], grads: np.ndarray) -> tuple[floa
     return worst, where
 
 
-def _active_set(gr: _Groups, U: np.ndarray) -> np.ndarray | None:
+def _active_set(gr: _Groups, U: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]] | None:
     """The primal active-set method from the feasible U (J, d) with working sets ``gr.W``; a group whose working
     rows leave it no direction, or whose norm collapses, leaves (``gr`` shrinks in place). Returns the solution
-    (aligned with ``gr.keys``) or None."""
-    d = gr.d
+    (aligned with ``gr.keys``) and each group's multipliers on its working rows (>= 0; the method stops only when
+    no estimate is below -1e-10 of the gradient's scale, so those are clipped at 0), or None."""
     scale = max(1.0, float(np.abs(gr.stacked()[1].T @ gr.target).max(initial=0.0)) / gr.n)
     fx = gr.value(U)
-    cache: dict[tuple[int, tuple[int, ...]], tuple[np.ndarray, np.ndarray]] = {}  # by (group's rows, working rows)
-
-    def basis(Cj: np.ndarray, Wj: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        key = (id(Cj), tuple(Wj))
-        if key not in cache:
-            cache[key] = _null_basis(Cj[Wj], d)
-        return cache[key]
-
     for _ in range(MAX_STEPS):
-        bases = [basis(Cj, Wj) for Cj, Wj in zip(gr.C, gr.W, strict=True)]
+        bases = [gr.basis(j) for j in range(len(gr.keys))]
         N = [b[0] for b in bases]
         norms = np.linalg.norm(U, axis=1)
         gone = [j for j, Nj in enumerate(N) if Nj.shape[1] == 0 or norms[j] <= 1e-9 * float(norms.max())]
@@ -239,7 +257,7 @@ def _active_set(gr: _Groups, U: np.ndarray) -> np.ndarray | None:
             # without the last Newton step to rounding level (the answer is only returned at ``at_opt``)
             worst, where = _worst_multipliers([b[1] for b in bases], grads)
             if worst < -DROP_MARGIN * scale:
-                _drop(gr.W, where)
+                gr.drop_rows(where)
                 continue
         if not at_opt:
             h_max, block = gr.ratio_test(U, dU)
@@ -253,24 +271,19 @@ def _active_set(gr: _Groups, U: np.ndarray) -> np.ndarray | None:
             if h >= 1e-12 or block is not None:
                 U, fx = U + h * dU, fc
                 if block is not None and h == h_max:
-                    gr.W[block[0]].append(block[1])
+                    gr.add_row(*block)
                 continue
             if dec > 1e-14 * scale:  # no descent although the decrement is not at rounding level
                 return None
         # the working set's optimum: the row with the most negative multiplier leaves, or U is the solution
         worst, where = _worst_multipliers([b[1] for b in bases], grads)
         if worst >= -1e-10 * scale:
-            return U
-        _drop(gr.W, where)
+            return U, [np.maximum(b[1] @ grads[j], 0.0) for j, b in enumerate(bases)]
+        # each group's row of most negative multiplier leaves (one row per group: the groups' rows are separate
+        # constraints, so the Newton step in the larger null spaces still descends, and a row that the step
+        # would cross comes back through the ratio test)
+        gr.drop_rows(where)
     return None
-
-
-def _drop(W: list[list[int]], where: list[tuple[int, int]]) -> None:
-    """Each group's row of most negative multiplier leaves its working set (one row per group: the groups'
-    rows are separate constraints, so the Newton step in the larger null spaces still descends, and a row that
-    the step would cross comes back through the ratio test)."""
-    for j, k in where:
-        W[j].pop(k)
 
 
 def polish_state(prob: Any, st: Any) -> Any | None:
@@ -324,11 +337,11 @@ def polish_state(prob: Any, st: Any) -> Any | None:
     U = np.stack(U0)
     zero_kkt: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # zero neuron -> (mu, P_K(-g))
     for rounds in range(MAX_GROUP_ROUNDS + 1):
-        sol = _active_set(gr, U)
-        if sol is None:
+        out = _active_set(gr, U)
+        if out is None:
             return None
-        U = sol
-        g = _loss_gradient(X, D, rows, gr.residual(sol))
+        U, mults = out
+        g = _loss_gradient(X, D, rows, gr.residual(U))
         # a zero neuron is optimal when ||P_K(-g)|| <= beta on its cone K = {u: G u >= 0}; P_K(-g) = G' mu - g
         # with mu = argmin_{mu >= 0} ||G' mu - g|| (Moreau). Every neuron that fails joins (the ADMM iterate had
         # not found it yet), at its own optimal step along P_K(-g) divided by their number, which by convexity
@@ -341,9 +354,9 @@ def polish_state(prob: Any, st: Any) -> Any | None:
                     continue
                 Cfull = E[:, i:i + 1] * X
                 # any mu >= 0 with ||G' mu - g|| <= beta certifies the zero neuron (xi = (G' mu - g) / beta): mu = 0
-                # when ||g|| <= beta, or the last polish's mu for it; the NNLS only when neither does
-                for guess in (None, hint_mu.get((k, i))):
-                    m = np.zeros(rows.n) if guess is None else guess
+                # when ||g|| <= beta, else least squares on the rows of the last polish's mu for it (clipped at
+                # 0); the NNLS only when neither does
+                for m in _certificates(Cfull, g[k, i], hint_mu.get((k, i))):
                     delta = Cfull.T @ m - g[k, i]
                     if float(np.linalg.norm(delta)) <= beta:
                         zero_kkt[(k, i)] = (m, delta)
@@ -380,16 +393,14 @@ def polish_state(prob: Any, st: Any) -> Any | None:
     xi = np.zeros((2, P, d))
     mu = np.zeros((rows.n, 2 * P))
     working = {j: Wj for j, Wj in zip(keep, W, strict=True)}
+    multipliers = dict(zip(keep, mults, strict=True))
     for k in range(2):
         for i in range(P):
             col = k * P + i
             Cfull = E[:, i:i + 1] * X
             if (k, i) in working:
                 xi[k, i] = u[k, i] / float(np.linalg.norm(u[k, i]))
-                idx = np.asarray(working[(k, i)], dtype=np.int64)
-                if idx.size:
-                    m, _ = nnls(Cfull[idx].T, g[k, i] + beta * xi[k, i], maxiter=50 * max(idx.size, d))
-                    mu[idx, col] = m
+                mu[working[(k, i)], col] = multipliers[(k, i)]
             else:
                 m, delta = zero_kkt[(k, i)]
                 mu[:, col] = m
@@ -406,6 +417,18 @@ def polish_state(prob: Any, st: Any) -> Any | None:
                 "zero_mu": {j: mu_j for j, (mu_j, _) in zero_kkt.items()}}
     return replace(st, u=u_x, z=u_x.copy(), lam=xp.asarray(lam), s=xp.asarray(s_new, dtype=rows.dtype),
                    nu=xp.asarray(nu_new, dtype=rows.dtype), GtSnu=xp.asarray(acc), polish_hint=new_hint)
+
+
+def _certificates(C: np.ndarray, g: np.ndarray, last: np.ndarray | None) -> Any:
+    """Candidate multipliers mu >= 0 for a zero neuron, cheapest first: 0, then least squares G_S' m = g on the
+    rows S where the last polish's mu was positive, clipped at 0."""
+    yield np.zeros(C.shape[0])
+    if last is not None:
+        support = np.flatnonzero(last > 0)
+        if support.size:
+            m = np.zeros(C.shape[0])
+            m[support] = np.maximum(np.linalg.lstsq(C[support].T, g, rcond=None)[0], 0.0)
+            yield m
 
 
 def _loss_gradient(X: np.ndarray, D: np.ndarray, rows: Any, r_loss: np.ndarray) -> np.ndarray:
