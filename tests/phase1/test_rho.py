@@ -69,3 +69,49 @@ def test_polish_candidate_is_a_fixed_point_only_when_exact() -> None:
     ref = cvxpy_oracle(standardized(X, res), y, res.gates, beta, "relu")
     assert abs(info.objective - ref) <= 1e-9 * ref
     np.testing.assert_allclose(np.asarray(after.z), np.asarray(cand.z), atol=1e-10)
+
+
+def _exact_at(solver, prob, cand, X, y, beta: float) -> None:  # noqa: ANN001
+    """``cand`` is a fixed point of the ADMM map at ``beta`` with the oracle's objective."""
+    from coala_core.phase1.admm import admm_step
+
+    assert cand is not None
+    after, info = admm_step(prob, cand)
+    res, _ = solver.solve(beta, max_iter=1)
+    ref = cvxpy_oracle(standardized(X, res), y, res.gates, beta, "relu")
+    assert info.r_primal <= 1e-9 and info.r_dual <= 1e-9  # measured 5e-12 .. 3e-10
+    assert abs(info.objective - ref) <= 1e-9 * ref, (info.objective, ref)
+
+
+def test_polish_adds_the_neurons_the_iterate_missed_and_starts_warm_from_another_beta() -> None:
+    """Neurons the ADMM iterate has not found yet join the polish when their optimality condition fails: from
+    a state that keeps only its largest neuron the polish still gives the oracle's solution. And a polish at a
+    lower beta that starts from the last polish's solution (``polish_hint``, as a path does) is exact there too."""
+    from dataclasses import replace
+
+    from coala_core.phase1.admm import ADMMProblem, init_state
+
+    X, y = tiny(3, n=212, d=10)
+    cfg = make_config(None, {"n_patterns": 6, "tol": 1e-6, "compute_dtype": "float64", "polish_every": 0})
+    solver = prepare(X, y, cfg)
+
+    def problem(beta: float) -> ADMMProblem:
+        return ADMMProblem(solver.rows, solver.ustep, beta, solver.alpha, 1e-8, 1e-6, relaxation=cfg.relaxation)
+
+    beta = 1e-2
+    prob = problem(beta)
+    st, _, _, _ = run_admm(prob, init_state(solver.rows, solver.rho_for(beta)), 300)
+    z = np.asarray(st.z).copy()
+    norms = np.linalg.norm(z, axis=-1)
+    assert (norms > 0).sum() >= 3  # the solution has several neurons
+    keep = np.unravel_index(np.argmax(norms), norms.shape)
+    only = np.zeros_like(z)
+    only[keep] = z[keep]
+    cand = polish_state(prob, replace(st, z=only))
+    _exact_at(solver, prob, cand, X, y, beta)
+    assert (np.linalg.norm(np.asarray(cand.z), axis=-1) > 0).sum() >= 3  # the others joined
+
+    low = 3e-3
+    prob_low = problem(low)
+    warm = replace(cand, rho=solver.rho_for(low), polish_hint=cand.polish_hint)
+    _exact_at(solver, prob_low, polish_state(prob_low, warm), X, y, low)
