@@ -5,16 +5,25 @@ iterations drifting along nearly flat directions while the set of tight cone row
 ``benchmarks/RESULTS.md``, "Phase I rho (issue 10 item 6, 2026-11-30)"). Like OSQP's polish, this module
 takes the iterate's active neurons and solves the program on them exactly:
 
-- active groups J: the neurons j = (v_i or w_i) with z_j != 0; the others stay 0;
-- a feasible start: each z_j projected onto its cone {u: (2 D_i - I) X u >= 0} (one NNLS on the polar cone);
+- active groups J: the neurons j = (v_i or w_i) with z_j != 0 (on a warm start, the last polish's neurons,
+  ``ADMMState.polish_hint``); the others stay 0;
+- a feasible start: each z_j projected onto its cone {u: (2 D_i - I) X u >= 0} (one NNLS on the polar cone), or
+  on a warm start the last polish's solution, which is feasible because the cones do not depend on beta;
 - a primal active-set method (Nocedal and Wright, ch. 16.5) on the smooth problem in u_J (every group
   nonzero, so ||u_j|| is smooth): the working set W_j of tight rows starts as the rows the projection made
-  tight, most negative ADMM dual nu first, while they leave u_j a direction; each step is a damped Newton step
-  in the null space of the working rows (u_j = N_j t_j, ||u_j|| = ||t_j||), cut at the first row it would
-  cross, which then joins W_j; at the working set's optimum the row with the most negative multiplier leaves,
-  and the method stops when none is negative. One row changes per step, so the working sets do not cycle;
-- the KKT multipliers follow by NNLS per group: mu_j >= 0 on W_j with G_j' mu_j = g_j + beta u_j / ||u_j||
-  (active), and for a zero group min ||G_j' mu - g_j|| over mu >= 0, xi_j = (G_j' mu_j - g_j) / beta;
+  tight, most negative ADMM dual nu first, while they leave u_j a direction (or the last polish's W_j); each
+  step is a damped Newton step in the null space of the working rows (u_j = N_j t_j, ||u_j|| = ||t_j||; one
+  Gram matrix of all groups, formed once), cut at the first row it would cross, which then joins W_j; near
+  the working set's optimum each group's row with the most negative multiplier leaves, and the method stops
+  when no multiplier is negative. Groups are separate constraints, so one row per group and step keeps the
+  descent property of the one-row method;
+- zero neurons: one whose optimality condition fails (||P_K(-g_j)|| > beta, with P_K(-g_j) = G_j' mu - g_j
+  and mu = argmin_{mu >= 0} ||G_j' mu - g_j||) joins at its own optimal step along P_K(-g_j) (divided by the
+  number joining, which by convexity still lowers the objective), and the active-set method continues; so a
+  neuron the ADMM iterate has not found yet does not spoil the candidate. A cheaper certificate is tried
+  first: any mu >= 0 with ||G_j' mu - g_j|| <= beta (0, or least squares on the last polish's support);
+- the KKT multipliers: on W_j the active-set method's own least-squares multipliers, and for a zero group
+  the certificate, xi_j = (G_j' mu_j - g_j) / beta;
 - they map to ADMM's scaled duals (lam = beta xi / rho, nu = -mu / (alpha rho)), giving a full ADMM state at
   the candidate solution.
 
