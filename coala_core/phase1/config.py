@@ -136,6 +136,10 @@ class Phase1Config(StageConfig):
     #: (the lower betas cost the most iterations; 0 = solve the whole grid). Measured in benchmarks/RESULTS.md,
     #: "Phase I path cost (issue 10 item 6)"
     path_patience: int = Field(3, ge=0)
+    #: ... or once the validation accuracy has fallen below the best at this many betas in a row, each lower than
+    #: the one before (Prechelt's "UP" early-stopping criterion, 1998; 0 = off). Measured on 8 real paths
+    #: (benchmarks/RESULTS.md, "Phase I path cost"): it kept every selection and saved up to a quarter of the path
+    path_declines: int = Field(2, ge=0)
     refit: bool = False
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"paper": PAPER_PRESET}

@@ -6,8 +6,9 @@ a nonzero solution: the cone program's critical beta, ``programs.relu_critical_b
 and re-using the cached factorisations (the u-system does not depend on beta). Select beta by the held-out
 pairwise accuracy of the network each solve ships (the recovered ReLU network, not the convex model) on the
 validation rows (split by group by the caller); ties go to the larger beta. The path stops early once
-``path_patience`` betas in a row have not improved on the best validation accuracy (the low betas are the
-expensive ones). Optionally refit on train + validation at the selected beta.
+``path_patience`` betas in a row have not improved on the best validation accuracy, or once ``path_declines``
+betas in a row have each fallen below the one before while below the best (the low betas are the expensive
+ones). Optionally refit on train + validation at the selected beta.
 """
 
 from __future__ import annotations
@@ -65,11 +66,14 @@ def fit_phase1_path(X: Any, y: Any = None, config: Phase1Config | Mapping[str, A
     state: Any = None
     best_state: Any = None  # the state of the best validation accuracy so far (first among ties), to refine
     since_best = 0  # betas solved since the validation accuracy last improved (path_patience)
+    declines = 0  # betas in a row below the best, each lower than the one before (path_declines)
     for i, beta in enumerate(sorted(grid, reverse=True)):
-        if cfg.path_patience and since_best >= cfg.path_patience:
+        if ((cfg.path_patience and since_best >= cfg.path_patience)
+                or (cfg.path_declines and declines >= cfg.path_declines)):
             log.info("Phase I path stopped after %d of %d betas: the validation accuracy has not improved on %.4f "
-                     "for %d betas (path_patience)", i, len(grid), max(r.val_accuracy for r in results),
-                     cfg.path_patience)
+                     "for %d betas (path_patience %d), %d of them falling (path_declines %d)", i, len(grid),
+                     max(r.val_accuracy for r in results), since_best, cfg.path_patience, declines,
+                     cfg.path_declines)
             if progress is not None:
                 progress({"beta_index": len(grid) - 1, "n_betas": len(grid), "beta": float(beta), "done": True,
                           "stopped_early": True})
@@ -80,9 +84,10 @@ def fit_phase1_path(X: Any, y: Any = None, config: Phase1Config | Mapping[str, A
         else:
             res, state = solver.solve(float(beta), state=state, tol=tol)
         if not results or res.val_accuracy > max(r.val_accuracy for r in results):
-            best_state, since_best = state, 0
+            best_state, since_best, declines = state, 0, 0
         elif any(r.n_active > 0 for r in (*results, res)):  # zero solutions above the critical beta do not count
             since_best += 1
+            declines = declines + 1 if res.val_accuracy < results[-1].val_accuracy else 0
         results.append(res)
         table.append({"beta": float(beta), "objective": res.objective, "objective_unscaled": res.objective_unscaled,
                       "train_accuracy": res.train_accuracy, "val_accuracy": res.val_accuracy,

@@ -41,8 +41,8 @@ def test_patience_stops_by_its_rule_and_keeps_the_prefix() -> None:
     cfg = dict(n_patterns=4, path_n_betas=10, path_min_ratio=1e-3, tol=1e-5, max_iter=3000)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        full = fit_phase1_path(train, validation=val, path_patience=0, **cfg)
-        short = fit_phase1_path(train, validation=val, path_patience=2, **cfg)
+        full = fit_phase1_path(train, validation=val, path_patience=0, path_declines=0, **cfg)
+        short = fit_phase1_path(train, validation=val, path_patience=2, path_declines=0, **cfg)
     accs = [row["val_accuracy"] for row in full.path]
     assert len(accs) == 10
     stop, best, since = len(accs), -1.0, 0
@@ -54,6 +54,28 @@ def test_patience_stops_by_its_rule_and_keeps_the_prefix() -> None:
     assert stop < 10, "the data was chosen so the rule stops early"
     assert [r["beta"] for r in short.path] == [r["beta"] for r in full.path[:stop]]
     assert [r["val_accuracy"] for r in short.path] == pytest.approx(accs[:stop], abs=1e-12)
+    chosen = int(np.argmax(accs[:stop]))
+    assert short.beta == full.path[chosen]["beta"] and short.path[chosen]["selected"]
+
+
+def test_declines_stop_the_path_after_a_run_of_falling_accuracies() -> None:
+    """With ``path_declines = 2`` (patience off) the path is the full path's prefix up to the first two betas in a
+    row that are each below the one before and below the best so far; it selects the best of that prefix."""
+    train, val = pairs(3, 40, d=12), pairs(103, 60, d=12)
+    cfg = dict(n_patterns=4, path_n_betas=10, path_min_ratio=1e-3, tol=1e-5, max_iter=3000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        full = fit_phase1_path(train, validation=val, path_patience=0, path_declines=0, **cfg)
+        short = fit_phase1_path(train, validation=val, path_patience=0, path_declines=2, **cfg)
+    accs = [row["val_accuracy"] for row in full.path]
+    stop, run = len(accs), 0
+    for i, acc in enumerate(accs):
+        if run >= 2:
+            stop = i
+            break
+        run = run + 1 if i and acc < accs[i - 1] and acc < max(accs[:i]) else 0
+    assert stop < 10, f"the data was chosen so the rule stops early: {accs}"
+    assert [r["beta"] for r in short.path] == [r["beta"] for r in full.path[:stop]]
     chosen = int(np.argmax(accs[:stop]))
     assert short.beta == full.path[chosen]["beta"] and short.path[chosen]["selected"]
 
