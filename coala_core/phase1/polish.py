@@ -345,18 +345,14 @@ def polish_state(prob: Any, st: Any) -> Any | None:
         return None
     U = np.stack(U0)
     zero_kkt: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # zero neuron -> (mu, P_K(-g))
-    for rounds in range(MAX_GROUP_ROUNDS + 1):
-        out = _active_set(gr, U)
-        if out is None:
-            return None
-        U, mults = out
-        g = _loss_gradient(X, D, rows, gr.residual(U))
+
+    def failing(U: np.ndarray) -> list[tuple[int, int, np.ndarray, float]]:
+        """The zero neurons whose optimality condition fails at U; ``zero_kkt`` gets every zero neuron's mu."""
         # a zero neuron is optimal when ||P_K(-g)|| <= beta on its cone K = {u: G u >= 0}; P_K(-g) = G' mu - g
-        # with mu = argmin_{mu >= 0} ||G' mu - g|| (Moreau). Every neuron that fails joins (the ADMM iterate had
-        # not found it yet), at its own optimal step along P_K(-g) divided by their number, which by convexity
-        # lowers the objective and keeps every cone row feasible; the active-set method then continues.
+        # with mu = argmin_{mu >= 0} ||G' mu - g|| (Moreau)
+        g = _loss_gradient(X, D, rows, gr.residual(U))
         zero_kkt.clear()
-        joining = []
+        out = []
         for k in range(2):
             for i in range(P):
                 if (k, i) in gr.keys:
@@ -377,9 +373,12 @@ def polish_state(prob: Any, st: Any) -> Any | None:
                 zero_kkt[(k, i)] = (m, delta)
                 nd = float(np.linalg.norm(delta))
                 if nd > (1.0 + GROUP_ADD_MARGIN) * beta:
-                    joining.append((k, i, delta, nd))
-        if not joining or rounds == MAX_GROUP_ROUNDS:
-            break
+                    out.append((k, i, delta, nd))
+        return out
+
+    def join(U: np.ndarray, joining: list[tuple[int, int, np.ndarray, float]]) -> np.ndarray:
+        """Every failing neuron joins at its own optimal step along P_K(-g) divided by their number, which by
+        convexity lowers the objective and keeps every cone row feasible."""
         new_rows = []
         for k, i, delta, nd in joining:
             Bj = loss_rows((1.0 if k == 0 else -1.0) * D[:, i:i + 1] * X)
@@ -392,8 +391,19 @@ def polish_state(prob: Any, st: Any) -> Any | None:
             gr.add((k, i), Cj, Bj, _first_rows(Cj, uj, nu[:, k * P + i], d))
             new_rows.append(uj)
             del zero_kkt[(k, i)]
-        if new_rows:
-            U = np.vstack([U, np.stack(new_rows)])
+        return np.vstack([U, np.stack(new_rows)]) if new_rows else U
+
+    if hint_active:  # a warm start: the neurons the new beta needs join before the first solve, not after it
+        U = join(U, failing(U))
+    for rounds in range(MAX_GROUP_ROUNDS + 1):
+        out = _active_set(gr, U)
+        if out is None:
+            return None
+        U, mults = out
+        joining = failing(U)  # neurons the ADMM iterate had not found yet; the active-set method continues
+        if not joining or rounds == MAX_GROUP_ROUNDS:
+            break
+        U = join(U, joining)
     keep, W = gr.keys, gr.W
     u = np.zeros((2, P, d))
     for (k, i), uj in zip(keep, U, strict=True):
@@ -406,7 +416,6 @@ def polish_state(prob: Any, st: Any) -> Any | None:
     for k in range(2):
         for i in range(P):
             col = k * P + i
-            Cfull = E[:, i:i + 1] * X
             if (k, i) in working:
                 xi[k, i] = u[k, i] / float(np.linalg.norm(u[k, i]))
                 mu[working[(k, i)], col] = multipliers[(k, i)]
