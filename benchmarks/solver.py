@@ -172,7 +172,7 @@ def rho_table(tol: float, max_iter: int, variants: list[str], real: tuple[str, s
     return out
 
 
-def path_table(variants: list[str], tol: float = 1e-4, repeats: int = 10) -> None:
+def path_table(variants: list[str], tol: float = 1e-4, repeats: int = 20) -> None:
     """Whole beta path (6 betas, warm-started, selected on validation) against one cold solve at the selected
     beta, per variant, on 150 training / 60 validation pairs (d = 8, P = 6, noisy ReLU preference); seconds are
     the fastest of ``repeats`` timed runs of each."""
@@ -216,7 +216,7 @@ def main() -> None:
     ap.add_argument("--tol", type=float, default=1e-6, help="tol of --rho-table")
     ap.add_argument("--path-table", action="store_true", help="only the path-vs-cold-solve table per variant")
     ap.add_argument("--path-tol", type=float, default=1e-4, help="tol of --path-table")
-    ap.add_argument("--repeats", type=int, default=10, help="timed runs of each side in --path-table (fastest counts)")
+    ap.add_argument("--repeats", type=int, default=20, help="timed runs of each side in --path-table (fastest counts)")
     ap.add_argument("--variants", default="rho=100 beta,defaults", help="comma-separated RHO_VARIANTS keys")
     ap.add_argument("--n", type=int, default=50_000, help="rows (2 per pair)")
     ap.add_argument("--d", type=int, default=576)
