@@ -34,48 +34,43 @@ def test_cone_bound_brackets_the_exact_critical_beta(seed: int, monkeypatch: pyt
     assert bound <= 1.25 * exact < gated  # one geometric step of a 12-beta grid over 1e-3 is 0.53x
 
 
-def test_patience_stops_by_its_rule_and_keeps_the_prefix() -> None:
-    """With ``path_patience = k`` the path is the full path's prefix up to the first run of k betas without a
-    better validation accuracy, and it selects the best of that prefix (larger beta on ties)."""
-    train, val = pairs(1, 30, d=12), pairs(101, 40, d=12)
+def _patience_stop(accs: list[float], k: int) -> int:
+    """Where ``path_patience = k`` stops: after the first run of k betas without a better accuracy."""
+    best, since = -1.0, 0
+    for i, acc in enumerate(accs):
+        if since >= k:
+            return i
+        best, since = (acc, 0) if acc > best else (best, since + 1)
+    return len(accs)
+
+
+def _declines_stop(accs: list[float], k: int) -> int:
+    """Where ``path_declines = k`` stops: after the first k betas in a row, each below the one before and below
+    the best so far."""
+    run = 0
+    for i, acc in enumerate(accs):
+        if run >= k:
+            return i
+        run = run + 1 if i and acc < accs[i - 1] and acc < max(accs[:i]) else 0
+    return len(accs)
+
+
+@pytest.mark.parametrize("rule,seeds", [("path_patience", (1, 30, 101, 40)), ("path_declines", (3, 40, 103, 60))])
+def test_stopping_rules_keep_the_full_paths_prefix(rule: str, seeds: tuple[int, int, int, int]) -> None:
+    """With ``path_patience = 2`` (or ``path_declines = 2``, the other rule off) the path is the full path's prefix
+    up to where that rule stops, and it selects the best of that prefix (larger beta on ties)."""
+    train, val = pairs(seeds[0], seeds[1], d=12), pairs(seeds[2], seeds[3], d=12)
     cfg = dict(n_patterns=4, path_n_betas=10, path_min_ratio=1e-3, tol=1e-5, max_iter=3000)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         full = fit_phase1_path(train, validation=val, path_patience=0, path_declines=0, **cfg)
-        short = fit_phase1_path(train, validation=val, path_patience=2, path_declines=0, **cfg)
+        short = fit_phase1_path(train, validation=val, **{"path_patience": 0, "path_declines": 0, rule: 2}, **cfg)
     accs = [row["val_accuracy"] for row in full.path]
     assert len(accs) == 10
-    stop, best, since = len(accs), -1.0, 0
-    for i, acc in enumerate(accs):
-        if since >= 2:
-            stop = i
-            break
-        best, since = (acc, 0) if acc > best else (best, since + 1)
-    assert stop < 10, "the data was chosen so the rule stops early"
-    assert [r["beta"] for r in short.path] == [r["beta"] for r in full.path[:stop]]
-    assert [r["val_accuracy"] for r in short.path] == pytest.approx(accs[:stop], abs=1e-12)
-    chosen = int(np.argmax(accs[:stop]))
-    assert short.beta == full.path[chosen]["beta"] and short.path[chosen]["selected"]
-
-
-def test_declines_stop_the_path_after_a_run_of_falling_accuracies() -> None:
-    """With ``path_declines = 2`` (patience off) the path is the full path's prefix up to the first two betas in a
-    row that are each below the one before and below the best so far; it selects the best of that prefix."""
-    train, val = pairs(3, 40, d=12), pairs(103, 60, d=12)
-    cfg = dict(n_patterns=4, path_n_betas=10, path_min_ratio=1e-3, tol=1e-5, max_iter=3000)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        full = fit_phase1_path(train, validation=val, path_patience=0, path_declines=0, **cfg)
-        short = fit_phase1_path(train, validation=val, path_patience=0, path_declines=2, **cfg)
-    accs = [row["val_accuracy"] for row in full.path]
-    stop, run = len(accs), 0
-    for i, acc in enumerate(accs):
-        if run >= 2:
-            stop = i
-            break
-        run = run + 1 if i and acc < accs[i - 1] and acc < max(accs[:i]) else 0
+    stop = (_patience_stop if rule == "path_patience" else _declines_stop)(accs, 2)
     assert stop < 10, f"the data was chosen so the rule stops early: {accs}"
     assert [r["beta"] for r in short.path] == [r["beta"] for r in full.path[:stop]]
+    assert [r["val_accuracy"] for r in short.path] == pytest.approx(accs[:stop], abs=1e-12)
     chosen = int(np.argmax(accs[:stop]))
     assert short.beta == full.path[chosen]["beta"] and short.path[chosen]["selected"]
 
