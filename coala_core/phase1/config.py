@@ -140,6 +140,10 @@ class Phase1Config(StageConfig):
     #: the one before (Prechelt's "UP" early-stopping criterion, 1998; 0 = off). Measured on 8 real paths
     #: (benchmarks/RESULTS.md, "Phase I path cost"): it kept every selection and saved up to a quarter of the path
     path_declines: int = Field(2, ge=0)
+    #: a validation accuracy must beat the last counted best by more than this to reset ``path_patience`` (Keras's
+    #: ``min_delta``; 0.005 is one pair in 200: on a few hundred validation pairs a one-pair gain is noise). The
+    #: selection is still the best accuracy of all betas solved
+    path_min_delta: float = Field(0.005, ge=0.0, lt=1.0)
     refit: bool = False
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"paper": PAPER_PRESET}

@@ -6,7 +6,8 @@ a nonzero solution: the cone program's critical beta, ``programs.relu_critical_b
 and re-using the cached factorisations (the u-system does not depend on beta). Select beta by the held-out
 pairwise accuracy of the network each solve ships (the recovered ReLU network, not the convex model) on the
 validation rows (split by group by the caller); ties go to the larger beta. The path stops early once
-``path_patience`` betas in a row have not improved on the best validation accuracy, or once ``path_declines``
+``path_patience`` betas in a row have not improved on the best validation accuracy by more than
+``path_min_delta``, or once ``path_declines``
 betas in a row have each fallen below the one before while below the best (the low betas are the expensive
 ones). Optionally refit on train + validation at the selected beta.
 """
@@ -65,7 +66,8 @@ def fit_phase1_path(X: Any, y: Any = None, config: Phase1Config | Mapping[str, A
     results: list[Phase1Result] = []
     state: Any = None
     best_state: Any = None  # the state of the best validation accuracy so far (first among ties), to refine
-    since_best = 0  # betas solved since the validation accuracy last improved (path_patience)
+    since_best = 0  # betas solved since the validation accuracy last improved by more than path_min_delta
+    counted = -np.inf  # the accuracy of that improvement (path_patience's reference)
     declines = 0  # betas in a row below the best, each lower than the one before (path_declines)
     for i, beta in enumerate(sorted(grid, reverse=True)):
         if ((cfg.path_patience and since_best >= cfg.path_patience)
@@ -83,11 +85,15 @@ def fit_phase1_path(X: Any, y: Any = None, config: Phase1Config | Mapping[str, A
             res, state = solver.solve(float(beta), tol=tol, a0=state)
         else:
             res, state = solver.solve(float(beta), state=state, tol=tol)
+        nonzero = any(r.n_active > 0 for r in (*results, res))  # zero solutions above the critical beta don't count
         if not results or res.val_accuracy > max(r.val_accuracy for r in results):
-            best_state, since_best, declines = state, 0, 0
-        elif any(r.n_active > 0 for r in (*results, res)):  # zero solutions above the critical beta do not count
-            since_best += 1
+            best_state, declines = state, 0
+        elif nonzero:
             declines = declines + 1 if res.val_accuracy < results[-1].val_accuracy else 0
+        if res.val_accuracy > counted + cfg.path_min_delta:
+            counted, since_best = res.val_accuracy, 0
+        elif nonzero:
+            since_best += 1
         results.append(res)
         table.append({"beta": float(beta), "objective": res.objective, "objective_unscaled": res.objective_unscaled,
                       "train_accuracy": res.train_accuracy, "val_accuracy": res.val_accuracy,

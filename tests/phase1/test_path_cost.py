@@ -34,17 +34,18 @@ def test_cone_bound_brackets_the_exact_critical_beta(seed: int, monkeypatch: pyt
     assert bound <= 1.25 * exact < gated  # one geometric step of a 12-beta grid over 1e-3 is 0.53x
 
 
-def _patience_stop(accs: list[float], k: int) -> int:
-    """Where ``path_patience = k`` stops: after the first run of k betas without a better accuracy."""
+def _patience_stop(accs: list[float], k: int, min_delta: float) -> int:
+    """Where ``path_patience = k`` stops: after the first run of k betas none of which beats the last counted
+    best by more than ``min_delta`` (that best moves only on such a gain)."""
     best, since = -1.0, 0
     for i, acc in enumerate(accs):
         if since >= k:
             return i
-        best, since = (acc, 0) if acc > best else (best, since + 1)
+        best, since = (acc, 0) if acc > best + min_delta else (best, since + 1)
     return len(accs)
 
 
-def _declines_stop(accs: list[float], k: int) -> int:
+def _declines_stop(accs: list[float], k: int, min_delta: float) -> int:
     """Where ``path_declines = k`` stops: after the first k betas in a row, each below the one before and below
     the best so far."""
     run = 0
@@ -55,19 +56,24 @@ def _declines_stop(accs: list[float], k: int) -> int:
     return len(accs)
 
 
-@pytest.mark.parametrize("rule,seeds", [("path_patience", (1, 30, 101, 40)), ("path_declines", (3, 40, 103, 60))])
-def test_stopping_rules_keep_the_full_paths_prefix(rule: str, seeds: tuple[int, int, int, int]) -> None:
+@pytest.mark.parametrize("rule,seeds,min_delta", [("path_patience", (1, 30, 101, 40), 0.005),
+                                                   ("path_patience", (1, 30, 101, 40), 0.03),
+                                                   ("path_declines", (3, 40, 103, 60), 0.005)])
+def test_stopping_rules_keep_the_full_paths_prefix(rule: str, seeds: tuple[int, int, int, int],
+                                                   min_delta: float) -> None:
     """With ``path_patience = 2`` (or ``path_declines = 2``, the other rule off) the path is the full path's prefix
-    up to where that rule stops, and it selects the best of that prefix (larger beta on ties)."""
+    up to where that rule stops, and it selects the best of that prefix (larger beta on ties). With 40
+    validation pairs one pair is 0.025: ``path_min_delta`` 0.03 makes one-pair gains not count."""
     train, val = pairs(seeds[0], seeds[1], d=12), pairs(seeds[2], seeds[3], d=12)
     cfg = dict(n_patterns=4, path_n_betas=10, path_min_ratio=1e-3, tol=1e-5, max_iter=3000)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         full = fit_phase1_path(train, validation=val, path_patience=0, path_declines=0, **cfg)
-        short = fit_phase1_path(train, validation=val, **{"path_patience": 0, "path_declines": 0, rule: 2}, **cfg)
+        short = fit_phase1_path(train, validation=val, **{"path_patience": 0, "path_declines": 0, rule: 2},
+                                path_min_delta=min_delta, **cfg)
     accs = [row["val_accuracy"] for row in full.path]
     assert len(accs) == 10
-    stop = (_patience_stop if rule == "path_patience" else _declines_stop)(accs, 2)
+    stop = (_patience_stop if rule == "path_patience" else _declines_stop)(accs, 2, min_delta)
     assert stop < 10, f"the data was chosen so the rule stops early: {accs}"
     assert [r["beta"] for r in short.path] == [r["beta"] for r in full.path[:stop]]
     assert [r["val_accuracy"] for r in short.path] == pytest.approx(accs[:stop], abs=1e-12)
