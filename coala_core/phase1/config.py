@@ -136,9 +136,9 @@ class Phase1Config(StageConfig):
     #: (the lower betas cost the most iterations; 0 = solve the whole grid). Measured in benchmarks/RESULTS.md,
     #: "Phase I path cost (issue 10 item 6)"
     path_patience: int = Field(3, ge=0)
-    #: ... or once the validation accuracy has fallen below the best at this many betas in a row, each lower than
-    #: the one before (Prechelt's "UP" early-stopping criterion, 1998; 0 = off). Measured on 8 real paths
-    #: (benchmarks/RESULTS.md, "Phase I path cost"): it kept every selection and saved up to a quarter of the path
+    #: the path also stops once the validation accuracy has fallen below the best at this many betas in a row, each
+    #: lower than the one before (Prechelt's "UP" early-stopping criterion, 1998; 0 = off). Measured on 8 real
+    #: paths (benchmarks/RESULTS.md, "Phase I path cost"): it kept every selection and saved up to a quarter
     path_declines: int = Field(2, ge=0)
     #: a validation accuracy must beat the last counted best by more than this to reset ``path_patience`` (Keras's
     #: ``min_delta``; 0.005 is one pair in 200: on a few hundred validation pairs a one-pair gain is noise). The

@@ -6,10 +6,9 @@ a nonzero solution: the cone program's critical beta, ``programs.relu_critical_b
 and re-using the cached factorisations (the u-system does not depend on beta). Select beta by the held-out
 pairwise accuracy of the network each solve ships (the recovered ReLU network, not the convex model) on the
 validation rows (split by group by the caller); ties go to the larger beta. The path stops early once
-``path_patience`` betas in a row have not improved on the best validation accuracy by more than
-``path_min_delta``, or once ``path_declines``
-betas in a row have each fallen below the one before while below the best (the low betas are the expensive
-ones). Optionally refit on train + validation at the selected beta.
+``path_patience`` betas in a row have not beaten the last counted best by more than ``path_min_delta``, or once
+``path_declines`` betas in a row have each fallen below the one before while below the best (the low betas are
+the expensive ones). Optionally refit on train + validation at the selected beta.
 """
 
 from __future__ import annotations
