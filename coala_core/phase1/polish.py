@@ -323,6 +323,8 @@ def polish_state(prob: Any, st: Any) -> Any | None:
     def loss_rows(B: np.ndarray) -> np.ndarray:
         return B[c_idx] - B[r_idx] if rows.pairwise else B
 
+    cones = [E[:, i:i + 1] * X for i in range(P)]  # G_i: the cone rows of pattern i, shared by v_i and w_i
+
     hint = st.polish_hint if isinstance(st.polish_hint, dict) else {}
     hint_active, hint_mu = hint.get("active", {}), hint.get("zero_mu", {})
     if hint_active:  # a warm start: the last polish's neurons; any other that should be nonzero joins below
@@ -330,7 +332,7 @@ def polish_state(prob: Any, st: Any) -> Any | None:
     gr = _Groups(target, beta, rows.n_loss, d)
     U0 = []
     for k, i in active:
-        Cj = E[:, i:i + 1] * X
+        Cj = cones[i]
         if (k, i) in hint_active:  # the last polish's solution for this neuron: feasible (the cones do not move
             uj, Wj = hint_active[(k, i)]  # with beta), its working rows tight: the method starts near the optimum
             uj, Wj = uj.copy(), list(Wj)
@@ -357,7 +359,7 @@ def polish_state(prob: Any, st: Any) -> Any | None:
             for i in range(P):
                 if (k, i) in gr.keys:
                     continue
-                Cfull = E[:, i:i + 1] * X
+                Cfull = cones[i]
                 # any mu >= 0 with ||G' mu - g|| <= beta certifies the zero neuron (xi = (G' mu - g) / beta): mu = 0
                 # when ||g|| <= beta, else least squares on the rows of the last polish's mu for it (clipped at
                 # 0); the NNLS only when neither does
@@ -387,7 +389,7 @@ def polish_state(prob: Any, st: Any) -> Any | None:
             if curv <= 0.0:
                 continue
             uj = ((nd * nd - beta * nd) / curv / len(joining)) * delta
-            Cj = E[:, i:i + 1] * X
+            Cj = cones[i]
             gr.add((k, i), Cj, Bj, _first_rows(Cj, uj, nu[:, k * P + i], d))
             new_rows.append(uj)
             del zero_kkt[(k, i)]
