@@ -320,7 +320,9 @@ def polish_state(prob: Any, st: Any) -> Any | None:
     else:
         target = np.asarray(to_numpy(rows.y), dtype=np.float64)
 
-    def loss_rows(B: np.ndarray) -> np.ndarray:
+    def loss_rows(k: int, i: int) -> np.ndarray:
+        """B_j of group j = (k, i): the loss rows (chosen minus rejected when pairwise), + for v, - for w."""
+        B = (1.0 if k == 0 else -1.0) * D[:, i:i + 1] * X
         return B[c_idx] - B[r_idx] if rows.pairwise else B
 
     cones = [E[:, i:i + 1] * X for i in range(P)]  # G_i: the cone rows of pattern i, shared by v_i and w_i
@@ -341,7 +343,7 @@ def polish_state(prob: Any, st: Any) -> Any | None:
             if float(np.linalg.norm(uj)) <= 1e-9 * float(norms.max()):
                 continue  # projected to (nearly) zero: the neuron leaves
             Wj = _first_rows(Cj, uj, nu[:, k * P + i], d)
-        gr.add((k, i), Cj, loss_rows((1.0 if k == 0 else -1.0) * D[:, i:i + 1] * X), Wj)
+        gr.add((k, i), Cj, loss_rows(k, i), Wj)
         U0.append(uj)
     if not gr.keys:
         return None
@@ -383,7 +385,7 @@ def polish_state(prob: Any, st: Any) -> Any | None:
         convexity lowers the objective and keeps every cone row feasible."""
         new_rows = []
         for k, i, delta, nd in joining:
-            Bj = loss_rows((1.0 if k == 0 else -1.0) * D[:, i:i + 1] * X)
+            Bj = loss_rows(k, i)
             Bd = Bj @ delta
             curv = float(Bd @ Bd) / gr.n
             if curv <= 0.0:
