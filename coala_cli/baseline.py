@@ -9,20 +9,25 @@
   the ``llm_baseline`` section, or the whole file, holds :class:`PreferenceTuneConfig`), scores the held-out
   pairs by the implicit reward, counts its compute (analytic FLOPs, wall time, peak memory) and tracks the
   run in the pipeline's MLflow experiment (TRL's metric names); per-pair rewards go to ``scores.parquet``
-  for paired comparisons.
+  for paired comparisons. Trainer checkpoints go to ``--output``/checkpoints while the epoch is unfinished: a
+  run that was cut, or stopped by ``--max-train-seconds``, is continued by the same command (another
+  training's checkpoints there are an error); one command at a time per output directory (a lock).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import typer
 
 from coala_cli._common import handle_errors
 from coala_core.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from storage.tune_checkpoints import TuneCheckpoints
 
 RANDOM_LABEL = "random_relu_phase2"  # a random ReLU first layer + Phase II: not a COALA head
 
@@ -144,7 +149,8 @@ def _track(run: Any, workdir: Path, experiment: str, pairs: Path, output: Path) 
         digest = read_digest(pairs)
         if digest:
             tracked.log_dataset(pairs, name=Path(pairs).stem, digest=digest, context="baseline")
-        tracked.log_artifact(output, "baseline")
+        for name in ("metrics.json", "scores.parquet", "report.md"):  # not the checkpoints of an unfinished epoch
+            tracked.log_artifact(output / name, "baseline")
         tracked.end(RunStatus.to_string(RunStatus.FINISHED))
     except BaseException:
         tracked.end(RunStatus.to_string(RunStatus.FAILED))
@@ -155,18 +161,32 @@ def _track(run: Any, workdir: Path, experiment: str, pairs: Path, output: Path) 
 def _tuned(method: str, pairs: Path, config: Path | None, output: Path | None, model: str, split: str,
            max_tokens: int | None, max_train_seconds: float | None, limit: int | None, n_boot: int, seed: int,
            track: bool, workdir: Path, experiment: str) -> None:
-    from coala_core.llm_baselines.run import run_preference_baseline
-    from coala_core.report import md_table
-    from storage.atomic import atomic_write_text
-    from storage.heads import write_scores
+    from storage.locks import file_lock
+    from storage.tune_checkpoints import TuneCheckpoints
 
     if output is None:
         raise ConfigError(f"--output: required with --method {method} (metrics.json, scores.parquet, report.md)")
     cfg = _tune_config(method, config, {"max_tokens": max_tokens, "max_seconds": max_train_seconds, "seed": seed})
     train_rows, test_rows = _split_rows(pairs, "train", limit), _split_rows(pairs, split, limit)
-    run = run_preference_baseline(train_rows, test_rows, cfg, model=model, n_boot=n_boot, seed=seed)
-    s = run.summary()
     output.mkdir(parents=True, exist_ok=True)
+    with file_lock(output / ".coala-baseline.lock", purpose=f"coala baseline --method {method}", timeout=0):
+        _tuned_locked(method, pairs, cfg, output, model, split, train_rows, test_rows, n_boot, seed, track, workdir,
+                      experiment, TuneCheckpoints(output / "checkpoints"))
+
+
+def _tuned_locked(method: str, pairs: Path, cfg: Any, output: Path, model: str, split: str,
+                  train_rows: list[dict[str, Any]], test_rows: list[dict[str, Any]], n_boot: int, seed: int,
+                  track: bool, workdir: Path, experiment: str, checkpoints: TuneCheckpoints) -> None:
+    """The training (resumed from ``checkpoints`` when a run of the same training was cut), its files, and
+    its MLflow run; checkpoints are kept only while the epoch is unfinished."""
+    from coala_core.llm_baselines.run import run_preference_baseline
+    from coala_core.report import md_table
+    from storage.atomic import atomic_write_text
+    from storage.heads import write_scores
+
+    run = run_preference_baseline(train_rows, test_rows, cfg, model=model, n_boot=n_boot, seed=seed,
+                                  checkpoints=checkpoints)
+    s = run.summary()
     write_scores(output / "scores.parquet", {"pair_id": np.asarray(run.pair_ids, dtype=object),
                                             "reward_chosen": run.r_w, "reward_rejected": run.r_l,
                                             "margin": run.r_w - run.r_l})
@@ -174,8 +194,11 @@ def _tuned(method: str, pairs: Path, config: Path | None, output: Path | None, m
                                                           default=float))
     stages = [{"stage": name, **{k: st[k] for k in ("seconds", "tflops", "tokens", "peak_rss_gib")}}
               for name, st in s["compute"].items()]
-    partial = (f" (stopped after {s['steps']} of {s['max_steps']} steps by the wall-time limit: a partial epoch)"
-               if s["stopped_early"] else "")
+    partial = (f" (stopped after {s['steps']} of {s['max_steps']} steps by the wall-time limit: a partial epoch; "
+               f"the same command continues it from {checkpoints.root})" if s["stopped_early"] else "")
+    resumed = s["compute"][f"{method}_train"].get("resumed_from_step", 0)
+    if resumed:
+        partial += f" (resumed from the checkpoint of step {resumed})"
     report = [f"# {run.label}\n",
               f"Trained on {len(train_rows)} {'train'} pairs, {s['steps']} optimiser steps{partial}; "
               f"held-out {split} pairs: {len(run.pair_ids)}.\n",
@@ -185,6 +208,8 @@ def _tuned(method: str, pairs: Path, config: Path | None, output: Path | None, m
               "", "Compute (FLOPs analytic: forward 2NT, backward 4NT, DPO's reference forward 2NT):\n",
               md_table(stages)]
     atomic_write_text(output / "report.md", "\n".join(report))
+    if not s["stopped_early"]:
+        checkpoints.remove()
     run_id = _track(run, workdir, experiment, pairs, output) if track else None
     typer.echo(f"{method}: {len(run.pair_ids)} {split} pairs, accuracy {s['accuracy']:.4f} "
                f"(95% CI {s['ci95'][0]:.4f}-{s['ci95'][1]:.4f}); {s['steps']} steps{partial}; "

@@ -8,7 +8,7 @@ then have to include), dropout off (TRL's default).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -27,6 +27,9 @@ class PreferenceTuneConfig(StageConfig):
     - ``batch_size`` pairs per optimiser step (``per_device_train_batch_size``), ``grad_accum`` micro-steps.
     - ``max_seconds``: stop training after this much wall time (a partial epoch; the result records the steps
       run out of the epoch's steps, so a report can say so). ``None``: the whole run.
+    - ``checkpoint_steps``: where the caller keeps checkpoints (``coala baseline`` does, under ``--output``),
+      save the policy, optimiser, scheduler and RNG state every this many optimiser steps, at a wall-time stop
+      and at the last step; a rerun of the same training resumes from the newest complete one.
     """
 
     method: Method = "dpo"
@@ -42,3 +45,10 @@ class PreferenceTuneConfig(StageConfig):
     seed: int = Field(0, ge=0)
     num_threads: int | None = Field(None, ge=1)
     max_seconds: float | None = Field(None, gt=0.0)
+    checkpoint_steps: int = Field(25, ge=1)
+
+    def training_identity(self) -> dict[str, Any]:
+        """The fields that decide the trained weights (a checkpoint is resumed only under the same ones);
+        wall-time limit, threads, checkpoint spacing and the scoring batch do not change them."""
+        skip = {"max_seconds", "num_threads", "checkpoint_steps", "score_batch_size"}
+        return {k: v for k, v in self.to_dict().items() if k not in skip}

@@ -17,7 +17,7 @@ from coala_core.llm_baselines.config import PreferenceTuneConfig
 from coala_core.llm_baselines.evaluate import score_pairs
 from coala_core.llm_baselines.formatting import format_pairs
 from coala_core.llm_baselines.model import load_lm, trainable_copy
-from coala_core.llm_baselines.train import tune
+from coala_core.llm_baselines.train import CheckpointStore, tune
 
 LABELS = {"dpo": "DPO (TRL, full fine-tune; implicit reward)", "orpo": "ORPO (TRL, full fine-tune; log-odds reward)"}
 
@@ -61,8 +61,9 @@ class BaselineRun:
 
 def run_preference_baseline(train_rows: Sequence[Mapping[str, Any]], test_rows: Sequence[Mapping[str, Any]],
                             config: PreferenceTuneConfig, *, model: str = "default", n_boot: int = 1000,
-                            seed: int = 0) -> BaselineRun:
-    """Fine-tune ``model`` on ``train_rows`` (canonical pair rows) and score ``test_rows``."""
+                            seed: int = 0, checkpoints: CheckpointStore | None = None) -> BaselineRun:
+    """Fine-tune ``model`` on ``train_rows`` (canonical pair rows) and score ``test_rows``; with
+    ``checkpoints`` the training resumes from, and saves, trainer checkpoints (see :func:`tune`)."""
     from coala_core.features.config import ExtractionConfig
 
     if not train_rows or not test_rows:
@@ -72,7 +73,8 @@ def run_preference_baseline(train_rows: Sequence[Mapping[str, Any]], test_rows: 
     tok = lm.frozen.tokenizer
     train_text = format_pairs(train_rows, tok, config.max_tokens, config.use_chat_template)
     test_text = format_pairs(test_rows, tok, config.max_tokens, config.use_chat_template)
-    res = tune(trainable_copy(lm), tok, train_text, config)
+    res = tune(trainable_copy(lm), tok, train_text, config, checkpoints=checkpoints,
+               model_key=f"{lm.frozen.model_id}@{lm.frozen.revision}")
     scored = score_pairs(res.policy, tok, test_text, config, reference=res.reference)
     groups = [str(r.get("group_id", r.get("pair_id"))) for r in test_rows]
     ev = evaluate_rewards(scored.r_w, scored.r_l, groups=groups, n_boot=n_boot, seed=seed)

@@ -66,7 +66,7 @@ def run_row(prefix: str, values: dict[str, str], per_choice: dict[str, dict[str,
 
 #: rows run by test_command_table_rows_run_as_written below
 HERE = ["coala data build-edufeedback ", "coala data import ", "coala data validate ", "coala features extract ",
-        "coala evaluate ", "coala baseline ", "coala score ", "coala generate "]
+        "coala evaluate ", "coala baseline --pairs ", "coala baseline --method ", "coala score ", "coala generate "]
 
 
 def test_every_row_has_a_test():
@@ -81,7 +81,7 @@ def test_every_row_has_a_test():
         assert f"def {name}(" in (REPO / file).read_text(encoding="utf-8"), f"{where} (for `{row}`) does not exist"
 
 
-@pytest.mark.slow  # 17 `coala` processes on a tiny LM: about 9 minutes on the shared 2-core machine
+@pytest.mark.slow  # 19 `coala` processes on a tiny LM: about 10 minutes on the shared 2-core machine
 def test_command_table_rows_run_as_written(tmp_path: Path, tiny_lm: Path):
     from storage.pairs import read_pairs
 
@@ -114,7 +114,12 @@ def test_command_table_rows_run_as_written(tmp_path: Path, tiny_lm: Path):
     assert res.returncode == 0, res.stderr[-3000:]
     run_row("coala evaluate ", {"HEAD": str(head), "STORE": str(store), "DIR": str(report)})
     assert "pairwise accuracy" in (report / "report.md").read_text(encoding="utf-8")
-    run_row("coala baseline ", {"P": str(pairs), "STORE": str(store)})
+    run_row("coala baseline --pairs ", {"P": str(pairs), "STORE": str(store)})
+    tuned = {m: t / m for m in ("dpo", "orpo")}
+    run_row("coala baseline --method ", {"P": str(pairs), "--model M": str(tiny_lm), "--max-train-seconds S": "900"},
+            {m: {"DIR": str(d)} for m, d in tuned.items()})
+    for d in tuned.values():
+        assert json.loads((d / "metrics.json").read_text())["steps"] > 0 and not (d / "checkpoints").exists()
 
     scored = t / "scored.jsonl"
     local = {"COALA_BACKBONE": str(tiny_lm)}  # the README's way to name a local backbone (no --backbone option)
