@@ -117,3 +117,18 @@ def test_wall_time_stop_keeps_checkpoints_and_the_same_command_continues(tmp_pat
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 3 and not metrics["stopped_early"]
     assert not (out / "checkpoints").exists()  # the epoch finished: its checkpoints are gone
+
+
+def test_a_second_command_on_the_same_output_stops_naming_the_holder(tmp_path, tiny_lm_dir, rows):
+    from storage.locks import file_lock
+
+    recs = [{**r, "pair_id": f"p{i}", "source": "s", "group_id": f"g{i // 2}", "split": "train" if i < 6 else "test"}
+            for i, r in enumerate(rows)]
+    write_pairs(from_records(recs), tmp_path / "pairs.parquet")
+    out = tmp_path / "out"
+    with file_lock(out / ".coala-baseline.lock", purpose="coala baseline --method dpo"):
+        res = CliRunner().invoke(app, ["baseline", "--method", "dpo", "--pairs", str(tmp_path / "pairs.parquet"),
+                                       "--model", str(tiny_lm_dir), "--output", str(out), "--no-track"])
+    assert res.exit_code == 1, res.output
+    assert "coala baseline --method dpo" in res.output and "Traceback" not in res.output
+    assert not (out / "checkpoints").exists() and not (out / "metrics.json").exists()
