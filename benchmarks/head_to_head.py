@@ -13,9 +13,9 @@ Every input is a file the product wrote, so the comparison is of the runs users 
 Prints accuracy with a group-bootstrap 95% interval for each method on the ``--split`` pairs of ``--pairs``,
 every paired difference with its interval and exact McNemar p-value, and COALA / DPO compute: wall seconds
 and analytic TFLOPs (the project's one convention: forward 2NT, backward 4NT; DPO adds its reference's
-forward). COALA's extraction is counted as 2 x N x computed tokens with N the LM's parameters *including*
-its output layer, an upper bound: the extractor runs the output layer on response tokens only, for the
-likelihood columns. The paper's headline is 17.6% (COALA / DPO TFLOPs, Llama-3.1-8B, extraction left out).
+forward; COALA's extraction: the decoder over its computed positions plus the output layer over the positions it
+ran on for the likelihood columns, as the extraction reports it). The paper's headline is 17.6% (COALA / DPO
+TFLOPs, Llama-3.1-8B, extraction left out).
 
     .venv/bin/python benchmarks/head_to_head.py --pairs P --split test --scores COALA=coala.parquet \\
         --scores DPO=dpo/scores.parquet --dpo dpo --extraction extract.json --head head --out h2h.json
@@ -35,7 +35,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from coala_core.engine.compute import forward_flops  # noqa: E402
 from coala_core.errors import DataError  # noqa: E402
 from coala_core.evaluation.stats import compare_methods, group_bootstrap_means, interval, pair_scores  # noqa: E402
 from coala_core.report import md_table  # noqa: E402
@@ -66,11 +65,12 @@ def _rewards(path: Path, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return (np.asarray(t["reward_chosen"], np.float64)[rows], np.asarray(t["reward_rejected"], np.float64)[rows])
 
 
-def _coala_compute(extraction: Path, head: Path, train_seconds: float, n_params: int) -> dict[str, Any]:
+def _coala_compute(extraction: Path, head: Path, train_seconds: float) -> dict[str, Any]:
     ext = json.loads(extraction.read_text().strip().splitlines()[-1])
     solver = dict(json.loads((head / "head.json").read_text())["training"].get("compute") or {})
-    return {"extraction": {"seconds": float(ext["seconds"]), "tflops": forward_flops(n_params, int(ext["computed_tokens"])) / 1e12,
-                           "computed_tokens": int(ext["computed_tokens"]), "rows": int(ext["rows"])},
+    return {"extraction": {"seconds": float(ext["seconds"]), "tflops": float(ext["flops"]) / 1e12,
+                           "computed_tokens": int(ext["computed_tokens"]), "head_tokens": int(ext["head_tokens"]),
+                           "rows": int(ext["rows"])},
             "training": {"seconds": train_seconds,
                          "tflops": (float(solver.get("phase1_flops", 0.0)) + float(solver.get("phase2_flops", 0.0))) / 1e12,
                          "record": solver}}
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     dpo = json.loads((a.dpo / "metrics.json").read_text())
     train, score = dpo["compute"]["dpo_train"], dpo["compute"]["dpo_score"]
-    coala = _coala_compute(a.extraction, a.head, a.train_seconds, int(train["n_params"]))
+    coala = _coala_compute(a.extraction, a.head, a.train_seconds)
     dpo_s, dpo_tf = train["seconds"] + score["seconds"], train["tflops"] + score["tflops"]
     coala_s = coala["extraction"]["seconds"] + coala["training"]["seconds"]
     coala_tf = coala["extraction"]["tflops"] + coala["training"]["tflops"]

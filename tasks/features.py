@@ -14,7 +14,7 @@ from storage.feature_store import FeatureStore
 from storage.pairs import read_pairs
 from tasks import artifacts
 from tasks.caching import stable_digest
-from tasks.compute import forward_flops, matmul_params
+from tasks.compute import matmul_params
 from tasks.refs import DatasetRef, FeaturesRef, StoreRef
 from tasks.stage import TrackingContext, current_stage, stage_task
 
@@ -43,11 +43,10 @@ def extract_features_task(dataset: DatasetRef, config: ExtractionConfig, *, work
     pairs = read_pairs(dataset.path)
     progress = artifacts.Progress("feature-extraction", f"Extracting features of {dataset.n_rows} pairs")
     extractor = FeatureExtractor(load_model(config), config)
-    n_params = matmul_params(extractor.loaded.backbone, lm_head=False)  # the one FLOP convention (engine.compute)
     provenance = extractor.provenance(dataset.digest)
     stores: dict[str, StoreRef] = {}
     pace = ExtractionLog(dataset.n_rows)
-    done_before, tokens, computed, truncations = 0, 0, 0, 0
+    done_before, tokens, computed, truncations, flops = 0, 0, 0, 0, 0.0
     for split in SPLITS:
         rows = pairs.filter(pc.equal(pairs.column("split"), split))
         if rows.num_rows == 0:
@@ -65,6 +64,7 @@ def extract_features_task(dataset: DatasetRef, config: ExtractionConfig, *, work
         store.verify()
         done_before += rows.num_rows
         tokens, computed, truncations = tokens + stats.tokens, computed + stats.computed_tokens, truncations + stats.truncations
+        flops += stats.flops  # the one FLOP convention (engine.compute); the output layer where it ran
         stage.log_metrics({f"{split}/tokens": stats.tokens, f"{split}/tokens_per_second": stats.tokens_per_second,
                            f"{split}/padding_efficiency": stats.padding_efficiency})
         manifest = store.manifest()
@@ -74,10 +74,11 @@ def extract_features_task(dataset: DatasetRef, config: ExtractionConfig, *, work
                                  provenance=store.provenance,
                                  digest=store_digest(store.provenance, store.n_rows, store.dim, split),
                                  files={"manifest": str(Path(output) / f"{split}.manifest.json")})
-    stage.flops = forward_flops(n_params, computed)
+    stage.flops = flops
     progress.done()
     metrics = {"tokens": float(tokens), "computed_tokens": float(computed), "truncations": float(truncations),
-               "padding_efficiency": tokens / computed if computed else 1.0, "model_params": float(n_params),
+               "padding_efficiency": tokens / computed if computed else 1.0,
+               "model_params": float(matmul_params(extractor.loaded.backbone, lm_head=False)),
                "dim": float(extractor.dim)}
     stage.set_tags({"coala.model_id": provenance.get("model_id", ""), "coala.dataset_digest": dataset.digest})
     artifacts.table("feature-stores", [{"split": r.split, "rows": r.n_rows, "dim": r.dim, "uri": r.uri,

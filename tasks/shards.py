@@ -33,7 +33,8 @@ def extract_shard_task(shard: int, n_shards: int, dataset: DatasetRef, config: E
     """
     pairs = read_pairs(dataset.path)
     extractor: FeatureExtractor | None = None
-    totals = {"shard": float(shard), "pid": float(os.getpid()), "rows": 0.0, "tokens": 0.0, "computed_tokens": 0.0, "seconds": 0.0}
+    totals = {"shard": float(shard), "pid": float(os.getpid()), "rows": 0.0, "tokens": 0.0, "computed_tokens": 0.0,
+              "head_tokens": 0.0, "flops": 0.0, "seconds": 0.0}
     for split in SPLITS:
         rows = pairs.filter(pc.equal(pairs.column("split"), split))
         if rows.num_rows == 0:
@@ -49,6 +50,8 @@ def extract_shard_task(shard: int, n_shards: int, dataset: DatasetRef, config: E
         totals["rows"] += stats.rows
         totals["tokens"] += stats.tokens
         totals["computed_tokens"] += stats.computed_tokens
+        totals["head_tokens"] += stats.head_tokens
+        totals["flops"] += stats.flops
         totals["seconds"] += stats.seconds
     return totals
 

@@ -93,6 +93,7 @@ class GroupRunner:
     oom_backoffs: int = 0
     useful_tokens: int = 0
     computed_tokens: int = 0
+    head_tokens: int = 0  # positions the output layer ran on (likelihood features)
     on_batch: Callable[[int], None] | None = None  # called with the number of groups of each finished batch
 
     def run(self, groups: list, texts_per_group: int) -> list:
@@ -109,6 +110,7 @@ class GroupRunner:
             outputs.append(out)
             self.useful_tokens += int(out.tokens)  # type: ignore[attr-defined]
             self.computed_tokens += int(out.computed_tokens)  # type: ignore[attr-defined]
+            self.head_tokens += int(getattr(out, "head_tokens", 0))
             i += len(batch)
             if self.on_batch is not None:
                 self.on_batch(len(batch))

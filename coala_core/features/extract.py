@@ -21,6 +21,7 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
+from coala_core.engine.compute import forward_flops, matmul_params
 from coala_core.errors import ConfigError, DataError, DimensionMismatchError, ProvenanceMismatchError
 from coala_core.features.batching import GroupRunner, batch_order
 from coala_core.features.config import ExtractionConfig, extraction_provenance, feature_dim
@@ -34,12 +35,16 @@ log = logging.getLogger("coala.features")
 
 @dataclass
 class ExtractionStats:
-    """What one extraction run did. Tokens count real (non-pad) tokens; computed tokens include padding."""
+    """What one extraction run did. Tokens count real (non-pad) tokens; computed tokens include padding; head
+    tokens are the positions the LM's output layer ran on (likelihood columns only)."""
 
     rows: int = 0
     texts: int = 0
     tokens: int = 0
     computed_tokens: int = 0
+    head_tokens: int = 0
+    n_params: int = 0  # matmul parameters of the decoder (the one FLOP convention) ...
+    head_params: int = 0  # ... and of the output layer, run for the likelihood columns
     seconds: float = 0.0
     truncations: int = 0
     response_truncations: int = 0
@@ -56,9 +61,14 @@ class ExtractionStats:
     def padding_efficiency(self) -> float:
         return self.tokens / self.computed_tokens if self.computed_tokens else 1.0
 
+    @property
+    def flops(self) -> float:
+        """Analytic forward FLOPs: 2 N T over the decoder's positions, plus the output layer's positions."""
+        return forward_flops(self.n_params, self.computed_tokens) + forward_flops(self.head_params, self.head_tokens)
+
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
-        d.update(tokens_per_second=self.tokens_per_second, padding_efficiency=self.padding_efficiency)
+        d.update(tokens_per_second=self.tokens_per_second, padding_efficiency=self.padding_efficiency, flops=self.flops)
         return d
 
     def summary(self) -> str:
@@ -147,7 +157,8 @@ class FeatureExtractor:
         inverse[text_order] = np.arange(len(text_order))
         idx = torch.from_numpy(inverse)
         pooled = {k: torch.cat([o.pooled[k] for o in outs])[idx] for k in outs[0].pooled}
-        merged = GroupOutput(pooled, tokens=sum(o.tokens for o in outs), computed_tokens=sum(o.computed_tokens for o in outs))
+        merged = GroupOutput(pooled, tokens=sum(o.tokens for o in outs), computed_tokens=sum(o.computed_tokens for o in outs),
+                             head_tokens=sum(o.head_tokens for o in outs))
         if outs[0].loglik is not None:
             merged.loglik = torch.cat([o.loglik for o in outs])[idx]  # type: ignore[misc]
             merged.pmi = torch.cat([o.pmi for o in outs])[idx]  # type: ignore[misc]
@@ -237,7 +248,10 @@ def extract_features(
         if shard is None
         else range(store.n_chunks * shard[0] // shard[1], store.n_chunks * (shard[0] + 1) // shard[1])
     )
-    stats = ExtractionStats(skipped_chunks=len(lo_hi) - len(pending), batch_size=config.batch_size)
+    n_params = matmul_params(extractor.loaded.backbone, lm_head=False)
+    head_params = matmul_params(extractor.loaded.model, lm_head=True) - n_params if config.logprob_features else 0
+    stats = ExtractionStats(skipped_chunks=len(lo_hi) - len(pending), batch_size=config.batch_size,
+                            n_params=n_params, head_params=head_params)
     runner = GroupRunner(extractor.engine.run, config.batch_size)
     rows_total = sum(store.chunk_bounds(c)[1] - store.chunk_bounds(c)[0] for c in pending)
     cols = {name: pairs.column(name) for name in ("pair_id", "prompt", "chosen", "rejected")}
@@ -249,7 +263,7 @@ def extract_features(
     def batch_done(n_groups: int) -> None:  # a partial event per model batch of the chunk in flight
         in_flight["groups"] += n_groups
         rows = min(in_flight["groups"] // groups_per_row, in_flight["rows"])
-        stats.tokens, stats.computed_tokens = runner.useful_tokens, runner.computed_tokens
+        stats.tokens, stats.computed_tokens, stats.head_tokens = runner.useful_tokens, runner.computed_tokens, runner.head_tokens
         stats.seconds = time.perf_counter() - t0
         if progress is not None and rows < in_flight["rows"]:
             progress(ProgressEvent(in_flight["chunk"], stats.rows + rows, rows_total, stats, committed=False))
@@ -270,7 +284,7 @@ def extract_features(
             stats.truncations += sum(g.prompt_truncated or t for g in groups for t in g.response_truncated)
             stats.response_truncations += sum(t for g in groups for t in g.response_truncated)
             stats.chunks += 1
-            stats.tokens, stats.computed_tokens = runner.useful_tokens, runner.computed_tokens
+            stats.tokens, stats.computed_tokens, stats.head_tokens = runner.useful_tokens, runner.computed_tokens, runner.head_tokens
             stats.oom_backoffs, stats.batch_size = runner.oom_backoffs, runner.batch_size
             stats.seconds = time.perf_counter() - t0
             bar.update(n)

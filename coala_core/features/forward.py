@@ -37,7 +37,9 @@ class GroupOutput:
     """Per-text results of a batch of groups, texts in group order (group 0's texts, then group 1's, ...).
 
     ``pooled[(pooling, layer)]`` is (n_texts, d) float32; ``loglik`` / ``pmi`` are (n_texts,) float32 or None.
-    ``computed_tokens`` counts the token positions run (padding included), ``tokens`` the real ones.
+    ``computed_tokens`` counts the token positions run (padding included), ``tokens`` the real ones;
+    ``head_tokens`` the positions the output layer ran on (response tokens, twice: with and without the
+    prompt), for the likelihood columns only.
     """
 
     pooled: dict[tuple[str, int], torch.Tensor]
@@ -45,6 +47,7 @@ class GroupOutput:
     pmi: torch.Tensor | None = None
     tokens: int = 0
     computed_tokens: int = 0
+    head_tokens: int = 0
 
 
 @dataclass
@@ -208,6 +211,7 @@ class GroupForward:
                 out.loglik = (loglik / n_tok).cpu()
                 out.pmi = ((loglik - uncond) / n_tok).cpu()
                 out.computed_tokens += computed
+                out.head_tokens += 2 * int(n_tok.sum())  # each response token: once with, once without the prompt
         out.pooled = {k: v.cpu() for k, v in out.pooled.items()}
         return out
 

@@ -197,3 +197,27 @@ def test_identity_ignores_storage_layout_and_dataset_but_not_what_defines_featur
     legacy = {k: v for k, v in prov.items() if k != "layers"} | {"layer": -1}
     assert identity_mismatches(legacy, prov) == [] and identity_mismatches(prov, legacy) == []
     assert json.loads(json.dumps(identity_mismatches({**prov, "layers": [1]}, prov)))
+
+
+@pytest.mark.parametrize("logprob", [False, True])
+def test_extraction_flops_count_the_output_layer_where_it_runs(loaded, tmp_path, logprob):
+    """The likelihood columns run the output layer on every response token twice (with and without the prompt);
+    the FLOPs count them (before: the decoder alone, whatever the columns)."""
+    from coala_core.engine.compute import matmul_params
+
+    n = 6
+    table = make_pairs(n, seed=3)
+    cfg = ExtractionConfig.build(model="x", max_tokens=40, pooling="response_mean", logprob_features=logprob)
+    ex = FeatureExtractor(loaded, cfg)
+    store = FeatureStore.open_or_create(str(tmp_path / "s.zarr"), n_rows=n, dim=ex.dim, dtype=cfg.store_dtype,
+                                        chunk_rows=cfg.chunk_rows, provenance=ex.provenance("d"))
+    stats = extract_features(table, store, cfg, extractor=ex, show_progress=False)
+    groups = ex.encoder.encode_pairs([[dict(m) for m in p] for p in table.column("prompt").to_pylist()],
+                                     table.column("chosen").to_pylist(), table.column("rejected").to_pylist())
+    response_tokens = sum(len(p) for g in groups for p in g.parts)
+    decoder = matmul_params(loaded.backbone, lm_head=False)
+    vocab, width = loaded.model.get_output_embeddings().weight.shape
+    assert stats.head_tokens == (2 * response_tokens if logprob else 0)
+    assert stats.head_params == (vocab * width if logprob else 0)
+    assert stats.flops == 2.0 * decoder * stats.computed_tokens + 2.0 * vocab * width * stats.head_tokens
+    assert stats.to_dict()["flops"] == stats.flops and stats.computed_tokens > 0
