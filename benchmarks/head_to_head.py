@@ -7,8 +7,9 @@ Every input is a file the product wrote, so the comparison is of the runs users 
   --features STORE --output F.parquet`` scores a store's pairs with a COALA head.
 - ``--dpo D``: the DPO run's ``metrics.json`` (training and scoring compute, measured and analytic).
 - ``--extraction F``: the JSON line ``coala features extract`` prints (tokens, computed tokens, seconds) for the
-  store the head was trained and scored on; ``--head HEAD``: the head's training record (solver FLOPs), and
-  ``--train-seconds``: the wall time of the ``coala train`` that wrote it.
+  store the head was trained and scored on, and ``--extraction-time`` its ``/usr/bin/time -v`` log (peak RSS);
+  ``--head HEAD``: the head's training record (solver FLOPs); ``--train-time``: the ``/usr/bin/time -v`` log of
+  the ``coala train`` that wrote it (wall time, peak RSS).
 
 Prints accuracy with a group-bootstrap 95% interval for each method on the ``--split`` pairs of ``--pairs``,
 every paired difference with its interval and exact McNemar p-value, and COALA / DPO compute: wall seconds
@@ -18,13 +19,15 @@ ran on for the likelihood columns, as the extraction reports it). The paper's he
 TFLOPs, Llama-3.1-8B, extraction left out).
 
     .venv/bin/python benchmarks/head_to_head.py --pairs P --split test --scores COALA=coala.parquet \\
-        --scores DPO=dpo/scores.parquet --dpo dpo --extraction extract.json --head head --out h2h.json
+        --scores DPO=dpo/scores.parquet --dpo dpo --extraction extract.json --extraction-time extract.time \\
+        --head head --train-time train.time --out h2h.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -65,13 +68,26 @@ def _rewards(path: Path, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return (np.asarray(t["reward_chosen"], np.float64)[rows], np.asarray(t["reward_rejected"], np.float64)[rows])
 
 
-def _coala_compute(extraction: Path, head: Path, train_seconds: float) -> dict[str, Any]:
+def gnu_time(path: Path) -> dict[str, float]:
+    """Wall seconds and peak RSS (GiB) from a ``/usr/bin/time -v`` log."""
+    text = path.read_text(errors="replace")
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", text)
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
+    if not wall or not rss:
+        raise DataError(f"{path}: not a /usr/bin/time -v log (no wall clock or maximum resident set size line)")
+    seconds = sum(float(x) * 60**k for k, x in enumerate(reversed(wall.group(1).split(":"))))
+    return {"seconds": seconds, "peak_rss_gib": int(rss.group(1)) / 2**20}
+
+
+def _coala_compute(extraction: Path, extraction_time: Path, head: Path, train_time: Path) -> dict[str, Any]:
     ext = json.loads(extraction.read_text().strip().splitlines()[-1])
     solver = dict(json.loads((head / "head.json").read_text())["training"].get("compute") or {})
+    ext_t, train_t = gnu_time(extraction_time), gnu_time(train_time)
     return {"extraction": {"seconds": float(ext["seconds"]), "tflops": float(ext["flops"]) / 1e12,
                            "computed_tokens": int(ext["computed_tokens"]), "head_tokens": int(ext["head_tokens"]),
-                           "rows": int(ext["rows"])},
-            "training": {"seconds": train_seconds,
+                           "rows": int(ext["rows"]), "process_seconds": ext_t["seconds"],
+                           "peak_rss_gib": ext_t["peak_rss_gib"]},
+            "training": {"seconds": train_t["seconds"], "peak_rss_gib": train_t["peak_rss_gib"],
                          "tflops": (float(solver.get("phase1_flops", 0.0)) + float(solver.get("phase2_flops", 0.0))) / 1e12,
                          "record": solver}}
 
@@ -83,8 +99,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--scores", action="append", required=True, metavar="NAME=FILE")
     ap.add_argument("--dpo", type=Path, required=True, help="the DPO run's --output directory")
     ap.add_argument("--extraction", type=Path, required=True, help="`coala features extract` JSON output")
+    ap.add_argument("--extraction-time", type=Path, required=True, help="its `/usr/bin/time -v` log (peak RSS)")
     ap.add_argument("--head", type=Path, required=True, help="the COALA head directory (solver FLOPs in head.json)")
-    ap.add_argument("--train-seconds", type=float, required=True, help="wall time of the `coala train` that wrote it")
+    ap.add_argument("--train-time", type=Path, required=True, help="`/usr/bin/time -v` log of the `coala train`")
     ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--out", type=Path)
     a = ap.parse_args(argv)
@@ -105,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     dpo = json.loads((a.dpo / "metrics.json").read_text())
     train, score = dpo["compute"]["dpo_train"], dpo["compute"]["dpo_score"]
-    coala = _coala_compute(a.extraction, a.head, a.train_seconds)
+    coala = _coala_compute(a.extraction, a.extraction_time, a.head, a.train_time)
     dpo_s, dpo_tf = train["seconds"] + score["seconds"], train["tflops"] + score["tflops"]
     coala_s = coala["extraction"]["seconds"] + coala["training"]["seconds"]
     coala_tf = coala["extraction"]["tflops"] + coala["training"]["tflops"]
@@ -119,7 +136,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         {"stage": f"DPO scoring ({dpo['n_test_pairs']} pairs, policy + reference)", "seconds": score["seconds"],
          "tflops": score["tflops"]},
     ]
+    coala_rss = max(coala["extraction"]["peak_rss_gib"], coala["training"]["peak_rss_gib"])
     ratio = {"tflops": coala_tf / dpo_tf, "seconds": coala_s / dpo_s, "paper_tflops": PAPER_RATIO,
+             "peak_rss": coala_rss / dpo["peak_rss_gib"], "coala_peak_rss_gib": coala_rss,
              "dpo_peak_rss_gib": dpo["peak_rss_gib"]}
     print(f"{len(ids)} {a.split} pairs of {a.pairs}\n")
     print(md_table(rows) + "\n")
@@ -127,7 +146,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(md_table([{k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()} for r in compute]) + "\n")
     print(f"COALA / DPO: {ratio['tflops']:.3f} of the TFLOPs ({coala_tf:.1f} / {dpo_tf:.1f}), "
           f"{ratio['seconds']:.3f} of the wall time ({coala_s:.0f} s / {dpo_s:.0f} s); the paper: {PAPER_RATIO:.3f} "
-          "of the TFLOPs (Llama-3.1-8B, extraction left out)")
+          "of the TFLOPs (Llama-3.1-8B, extraction left out); peak RSS "
+          f"{coala_rss:.2f} GiB / {dpo['peak_rss_gib']:.2f} GiB = {ratio['peak_rss']:.2f}")
     result = {"n_pairs": len(ids), "split": a.split, "accuracy": rows, "paired": paired, "compute": compute,
               "coala_compute": coala, "ratio": ratio}
     if a.out:
