@@ -1,0 +1,159 @@
+"""DPO by K-fold group cross-validation on the feature sweep's own folds, so DPO's out-of-fold rewards pair with
+every head of the sweep over all pairs (a 3-point difference needs all 2,404 MathDial pairs, not 221).
+
+    .venv/bin/python benchmarks/dpo_cv.py --pairs P --sweep SWEEP.json --out DIR [--folds 0,1] [--config YAML]
+    .venv/bin/python benchmarks/dpo_cv.py --pairs P --sweep SWEEP.json --out DIR --merge
+
+Each fold is one run of the product's command, ``coala baseline --method dpo``, on a pairs file whose split column
+puts that fold's pairs in ``test`` and every other pair in ``train`` (the sweep's heads also chose their
+hyper-parameters on validation groups inside those training folds; DPO uses none). Its trainer checkpoints live
+under ``DIR/fold_K/checkpoints``, so a fold that was cut continues from its last checkpoint when this script runs
+again, and finished folds are skipped: the five runs (about 7 hours on a 2-core CPU) can span several sittings.
+
+``--merge``: DPO's out-of-fold rewards on the pairs of the finished folds against every method of the sweep JSON
+on the same pairs: accuracy with a group-bootstrap interval, the paired difference with its interval and the
+exact McNemar p-value (``coala_core.evaluation.stats``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from coala_core.errors import DataError  # noqa: E402
+from coala_core.evaluation.stats import compare_pair, group_bootstrap_means, interval, pair_scores  # noqa: E402
+from coala_core.report import md_table  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def fold_of(sweep: dict[str, Any], ids: list[str]) -> dict[str, int]:
+    """pair_id -> fold of the sweep; every pair of the pairs file must have one."""
+    folds = dict(zip(sweep["pair_ids"], sweep["fold"], strict=True))
+    missing = [i for i in ids if i not in folds]
+    if missing or len(folds) != len(ids):
+        raise DataError(f"the sweep's folds cover {len(folds)} pairs, the pairs file has {len(ids)} "
+                        f"({len(missing)} without a fold, first {missing[:1]})")
+    return folds
+
+
+def fold_pairs(pairs: Path, folds: dict[str, int], k: int, path: Path) -> Path:
+    """The pairs file with fold ``k`` as ``test`` and the rest as ``train`` (written once, atomically)."""
+    import pyarrow as pa
+
+    from storage.pairs import read_pairs, write_pairs
+
+    if not path.exists():
+        t = read_pairs(pairs)
+        split = pa.array(["test" if folds[str(i)] == k else "train" for i in t.column("pair_id").to_pylist()])
+        write_pairs(t.set_column(t.schema.get_field_index("split"), "split", split), path,
+                    extra_metadata={"cv_fold": str(k)})
+    return path
+
+
+def finished(out: Path) -> bool:
+    m = out / "metrics.json"
+    return m.is_file() and not json.loads(m.read_text()).get("stopped_early", True)
+
+
+def run_folds(args: argparse.Namespace, folds: dict[str, int]) -> None:
+    coala = str(Path(sys.executable).parent / "coala")
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
+    for k in args.fold_list:
+        out = args.out / f"fold_{k}"
+        if finished(out):
+            log(f"fold {k}: finished earlier ({out / 'metrics.json'})")
+            continue
+        pairs_k = fold_pairs(args.pairs, folds, k, args.out / f"fold_{k}.pairs.parquet")
+        cmd = [coala, "baseline", "--method", "dpo", "--pairs", str(pairs_k), "--output", str(out), "--split", "test",
+               "--workdir", str(args.out / ".coala"), "--experiment", args.experiment]
+        if args.config:
+            cmd += ["--config", str(args.config)]
+        if args.model:
+            cmd += ["--model", args.model]
+        log(f"fold {k}: {' '.join(cmd)}")
+        t0 = time.perf_counter()
+        res = subprocess.run(cmd, env=env, text=True, capture_output=True)
+        (args.out / f"fold_{k}.log").write_text(res.stdout + res.stderr)
+        if res.returncode != 0:
+            raise SystemExit(f"fold {k} failed (exit {res.returncode}): {res.stderr.strip().splitlines()[-1:]}")
+        log(f"fold {k}: {res.stdout.strip().splitlines()[-1]} ({time.perf_counter() - t0:.0f} s)")
+
+
+def merge(args: argparse.Namespace, sweep: dict[str, Any], groups_of: dict[str, str]) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    dpo: dict[str, tuple[float, float]] = {}
+    done = [k for k in range(int(sweep["folds"])) if finished(args.out / f"fold_{k}")]
+    for k in done:
+        t = pq.read_table(args.out / f"fold_{k}" / "scores.parquet").to_pydict()
+        dpo.update({str(p): (rw, rl) for p, rw, rl in zip(t["pair_id"], t["reward_chosen"], t["reward_rejected"], strict=True)})
+    if not dpo:
+        raise DataError(f"{args.out}: no finished fold to merge")
+    ids = [i for i in sweep["pair_ids"] if i in dpo]
+    at = {p: j for j, p in enumerate(sweep["pair_ids"])}
+    rows = [at[i] for i in ids]
+    groups = np.array([groups_of[i] for i in ids])
+    dpo_s = pair_scores(np.array([dpo[i][0] for i in ids]), np.array([dpo[i][1] for i in ids]))
+    table = []
+    for name, r in {"dpo": None, **sweep["rewards"]}.items():
+        s = dpo_s if r is None else pair_scores(np.asarray(r["r_w"])[rows], np.asarray(r["r_l"])[rows])
+        lo, hi = interval(group_bootstrap_means(s, groups, n_boot=args.n_boot, seed=0)[:, 0])
+        row: dict[str, Any] = {"method": name, "accuracy": round(float(s.mean()), 4), "ci95": f"[{lo:.4f}, {hi:.4f}]"}
+        row.update({"minus DPO [95% CI]": "reference", "only this / only DPO": "", "McNemar p": ""})
+        if r is not None:
+            c = compare_pair(name, s, "dpo", dpo_s, groups, n_boot=args.n_boot, seed=0)
+            row.update({"minus DPO [95% CI]": f"{c.difference:+.4f} [{c.ci_lo:+.4f}, {c.ci_hi:+.4f}]",
+                        "only this / only DPO": f"{c.only_a} / {c.only_b}", "McNemar p": f"{c.p_value:.3g}"})
+        table.append(row)
+    text = md_table(table)
+    print(f"DPO out of fold on {len(ids)} pairs (folds {done} of {sweep['folds']})\n\n{text}")
+    result = {"folds_done": done, "n_pairs": len(ids), "table": table}
+    (args.out / "merged.json").write_text(json.dumps(result, indent=2))
+    (args.out / "merged.md").write_text(text + "\n")
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pairs", type=Path, required=True, help="the pairs file the sweep ran on")
+    ap.add_argument("--sweep", type=Path, required=True, help="a benchmarks/features.py JSON (its folds and rewards)")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--folds", default=None, help="comma-separated folds to run (default: all)")
+    ap.add_argument("--config", type=Path, default=None, help="llm_baseline YAML for coala baseline")
+    ap.add_argument("--model", default=None, help="coala baseline --model (default: the bundled SmolLM2)")
+    ap.add_argument("--experiment", default="coala-dpo-cv")
+    ap.add_argument("--merge", action="store_true", help="merge the finished folds instead of running")
+    ap.add_argument("--n-boot", type=int, default=2000)
+    args = ap.parse_args(argv)
+
+    from storage.pairs import read_pairs
+
+    sweep = json.loads(args.sweep.read_text())
+    t = read_pairs(args.pairs)
+    ids = [str(i) for i in t.column("pair_id").to_pylist()]
+    folds = fold_of(sweep, ids)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        merge(args, sweep, dict(zip(ids, (str(g) for g in t.column("group_id").to_pylist()), strict=True)))
+        return
+    args.fold_list = ([int(x) for x in args.folds.split(",")] if args.folds else list(range(int(sweep["folds"]))))
+    run_folds(args, folds)
+
+
+if __name__ == "__main__":
+    main()
