@@ -33,7 +33,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from coala_core.errors import DataError  # noqa: E402
-from coala_core.evaluation.stats import compare_pair, group_bootstrap_means, interval, pair_scores  # noqa: E402
+from coala_core.evaluation import evaluate_rewards  # noqa: E402
+from coala_core.evaluation.stats import compare_pair, pair_scores  # noqa: E402
 from coala_core.report import md_table  # noqa: E402
 
 
@@ -108,15 +109,18 @@ def merge(args: argparse.Namespace, sweep: dict[str, Any], groups_of: dict[str, 
     at = {p: j for j, p in enumerate(sweep["pair_ids"])}
     rows = [at[i] for i in ids]
     groups = np.array([groups_of[i] for i in ids])
-    dpo_s = pair_scores(np.array([dpo[i][0] for i in ids]), np.array([dpo[i][1] for i in ids]))
+    methods = {"dpo": (np.array([dpo[i][0] for i in ids]), np.array([dpo[i][1] for i in ids]))}
+    methods.update({name: (np.asarray(r["r_w"])[rows], np.asarray(r["r_l"])[rows]) for name, r in sweep["rewards"].items()})
+    dpo_s = pair_scores(*methods["dpo"])
     table = []
-    for name, r in {"dpo": None, **sweep["rewards"]}.items():
-        s = dpo_s if r is None else pair_scores(np.asarray(r["r_w"])[rows], np.asarray(r["r_l"])[rows])
-        lo, hi = interval(group_bootstrap_means(s, groups, n_boot=args.n_boot, seed=0)[:, 0])
-        row: dict[str, Any] = {"method": name, "accuracy": round(float(s.mean()), 4), "ci95": f"[{lo:.4f}, {hi:.4f}]"}
+    for name, (r_w, r_l) in methods.items():  # the product's own evaluation (ties count 1/2, group bootstrap)
+        ev = evaluate_rewards(r_w, r_l, groups=groups, n_boot=args.n_boot, seed=0)
+        lo, hi = ev.ci["accuracy"]
+        row: dict[str, Any] = {"method": name, "accuracy": round(float(ev.metrics["accuracy"]), 4),
+                               "ci95": f"[{lo:.4f}, {hi:.4f}]"}
         row.update({"minus DPO [95% CI]": "reference", "only this / only DPO": "", "McNemar p": ""})
-        if r is not None:
-            c = compare_pair(name, s, "dpo", dpo_s, groups, n_boot=args.n_boot, seed=0)
+        if name != "dpo":
+            c = compare_pair(name, pair_scores(r_w, r_l), "dpo", dpo_s, groups, n_boot=args.n_boot, seed=0)
             row.update({"minus DPO [95% CI]": f"{c.difference:+.4f} [{c.ci_lo:+.4f}, {c.ci_hi:+.4f}]",
                         "only this / only DPO": f"{c.only_a} / {c.only_b}", "McNemar p": f"{c.p_value:.3g}"})
         table.append(row)

@@ -39,7 +39,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from coala_core.errors import DataError  # noqa: E402
-from coala_core.evaluation.stats import compare_methods, group_bootstrap_means, interval, pair_scores  # noqa: E402
+from coala_core.evaluation import evaluate_rewards  # noqa: E402
+from coala_core.evaluation.stats import compare_methods  # noqa: E402
 from coala_core.report import md_table  # noqa: E402
 
 PAPER_RATIO = 0.176
@@ -114,10 +115,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         name, _, file = spec.partition("=")
         rewards[name] = _rewards(Path(file), ids)
     rows = []
-    for name, (r_w, r_l) in rewards.items():
-        s = pair_scores(r_w, r_l)
-        lo, hi = interval(group_bootstrap_means(s, groups, n_boot=a.n_boot, seed=0)[:, 0])
-        rows.append({"method": name, "accuracy": float(s.mean()), "ci95": f"[{lo:.3f}, {hi:.3f}]"})
+    for name, (r_w, r_l) in rewards.items():  # the product's own evaluation (ties count 1/2, group bootstrap)
+        ev = evaluate_rewards(r_w, r_l, groups=groups, n_boot=a.n_boot, seed=0)
+        lo, hi = ev.ci["accuracy"]
+        rows.append({"method": name, "accuracy": float(ev.metrics["accuracy"]), "ci95": f"[{lo:.3f}, {hi:.3f}]"})
     paired = [c.to_dict() for c in compare_methods(rewards, groups, n_boot=a.n_boot, seed=0)]
 
     dpo = json.loads((a.dpo / "metrics.json").read_text())
