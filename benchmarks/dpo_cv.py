@@ -88,11 +88,13 @@ def run_folds(args: argparse.Namespace, folds: dict[str, int]) -> None:
             cmd += ["--model", args.model]
         log(f"fold {k}: {' '.join(cmd)}")
         t0 = time.perf_counter()
-        res = subprocess.run(cmd, env=env, text=True, capture_output=True)
-        (args.out / f"fold_{k}.log").write_text(res.stdout + res.stderr)
+        fold_log = args.out / f"fold_{k}.log"  # the trainer's per-step lines as they come (appended across sittings)
+        with open(fold_log, "a") as fh:
+            res = subprocess.run(cmd, env=env, text=True, stdout=fh, stderr=subprocess.STDOUT)
         if res.returncode != 0:
-            raise SystemExit(f"fold {k} failed (exit {res.returncode}): {res.stderr.strip().splitlines()[-1:]}")
-        log(f"fold {k}: {res.stdout.strip().splitlines()[-1]} ({time.perf_counter() - t0:.0f} s)")
+            raise SystemExit(f"fold {k} failed (exit {res.returncode}); see {fold_log}")
+        summary = [ln for ln in fold_log.read_text().splitlines() if ln.startswith("dpo: ")]
+        log(f"fold {k}: {summary[-1] if summary else 'done'} ({time.perf_counter() - t0:.0f} s)")
 
 
 def merge(args: argparse.Namespace, sweep: dict[str, Any], groups_of: dict[str, str]) -> dict[str, Any]:
