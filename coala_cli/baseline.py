@@ -18,16 +18,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import typer
 
 from coala_cli._common import handle_errors
 from coala_core.errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    from storage.tune_checkpoints import TuneCheckpoints
 
 RANDOM_LABEL = "random_relu_phase2"  # a random ReLU first layer + Phase II: not a COALA head
 
@@ -161,6 +158,10 @@ def _track(run: Any, workdir: Path, experiment: str, pairs: Path, output: Path) 
 def _tuned(method: str, pairs: Path, config: Path | None, output: Path | None, model: str, split: str,
            max_tokens: int | None, max_train_seconds: float | None, limit: int | None, n_boot: int, seed: int,
            track: bool, workdir: Path, experiment: str) -> None:
+    from coala_core.llm_baselines.run import run_preference_baseline
+    from coala_core.report import md_table
+    from storage.atomic import atomic_write_text
+    from storage.heads import write_scores
     from storage.locks import file_lock
     from storage.tune_checkpoints import TuneCheckpoints
 
@@ -169,52 +170,39 @@ def _tuned(method: str, pairs: Path, config: Path | None, output: Path | None, m
     cfg = _tune_config(method, config, {"max_tokens": max_tokens, "max_seconds": max_train_seconds, "seed": seed})
     train_rows, test_rows = _split_rows(pairs, "train", limit), _split_rows(pairs, split, limit)
     output.mkdir(parents=True, exist_ok=True)
+    checkpoints = TuneCheckpoints(output / "checkpoints")  # kept only while the epoch is unfinished
     with file_lock(output / ".coala-baseline.lock", purpose=f"coala baseline --method {method}", timeout=0):
-        _tuned_locked(method, pairs, cfg, output, model, split, train_rows, test_rows, n_boot, seed, track, workdir,
-                      experiment, TuneCheckpoints(output / "checkpoints"))
-
-
-def _tuned_locked(method: str, pairs: Path, cfg: Any, output: Path, model: str, split: str,
-                  train_rows: list[dict[str, Any]], test_rows: list[dict[str, Any]], n_boot: int, seed: int,
-                  track: bool, workdir: Path, experiment: str, checkpoints: TuneCheckpoints) -> None:
-    """The training (resumed from ``checkpoints`` when a run of the same training was cut), its files, and
-    its MLflow run; checkpoints are kept only while the epoch is unfinished."""
-    from coala_core.llm_baselines.run import run_preference_baseline
-    from coala_core.report import md_table
-    from storage.atomic import atomic_write_text
-    from storage.heads import write_scores
-
-    run = run_preference_baseline(train_rows, test_rows, cfg, model=model, n_boot=n_boot, seed=seed,
-                                  checkpoints=checkpoints)
-    s = run.summary()
-    write_scores(output / "scores.parquet", {"pair_id": np.asarray(run.pair_ids, dtype=object),
-                                            "reward_chosen": run.r_w, "reward_rejected": run.r_l,
-                                            "margin": run.r_w - run.r_l})
-    atomic_write_text(output / "metrics.json", json.dumps({**s, "log_history": run.log_history}, indent=2,
-                                                          default=float))
-    stages = [{"stage": name, **{k: st[k] for k in ("seconds", "tflops", "tokens", "peak_rss_gib")}}
-              for name, st in s["compute"].items()]
-    partial = (f" (stopped after {s['steps']} of {s['max_steps']} steps by the wall-time limit: a partial epoch; "
-               f"the same command continues it from {checkpoints.root})" if s["stopped_early"] else "")
-    resumed = s["compute"][f"{method}_train"].get("resumed_from_step", 0)
-    if resumed:
-        partial += f" (resumed from the checkpoint of step {resumed})"
-    report = [f"# {run.label}\n",
-              f"Trained on {len(train_rows)} {'train'} pairs, {s['steps']} optimiser steps{partial}; "
-              f"held-out {split} pairs: {len(run.pair_ids)}.\n",
-              f"- **accuracy {s['accuracy']:.4f}** [95% group bootstrap {s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}] "
-              "(a tie counts 1/2)",
-              "- TRL names on the held-out pairs: " + ", ".join(f"{k} {v:.4g}" for k, v in run.trl_metrics.items()),
-              "", "Compute (FLOPs analytic: forward 2NT, backward 4NT, DPO's reference forward 2NT):\n",
-              md_table(stages)]
-    atomic_write_text(output / "report.md", "\n".join(report))
-    if not s["stopped_early"]:
-        checkpoints.remove()
-    run_id = _track(run, workdir, experiment, pairs, output) if track else None
-    typer.echo(f"{method}: {len(run.pair_ids)} {split} pairs, accuracy {s['accuracy']:.4f} "
-               f"(95% CI {s['ci95'][0]:.4f}-{s['ci95'][1]:.4f}); {s['steps']} steps{partial}; "
-               f"{s['total_tflops']:.3f} TFLOPs, {s['total_seconds']:.1f} s, peak RSS {s['peak_rss_gib']:.2f} GiB"
-               + (f"; MLflow run {run_id}" if run_id else "") + f"; report: {output / 'report.md'}")
+        run = run_preference_baseline(train_rows, test_rows, cfg, model=model, n_boot=n_boot, seed=seed,
+                                      checkpoints=checkpoints)
+        s = run.summary()
+        write_scores(output / "scores.parquet", {"pair_id": np.asarray(run.pair_ids, dtype=object),
+                                                "reward_chosen": run.r_w, "reward_rejected": run.r_l,
+                                                "margin": run.r_w - run.r_l})
+        atomic_write_text(output / "metrics.json", json.dumps({**s, "log_history": run.log_history}, indent=2,
+                                                              default=float))
+        stages = [{"stage": name, **{k: st[k] for k in ("seconds", "tflops", "tokens", "peak_rss_gib")}}
+                  for name, st in s["compute"].items()]
+        partial = (f" (stopped after {s['steps']} of {s['max_steps']} steps by the wall-time limit: a partial epoch; "
+                   f"the same command continues it from {checkpoints.root})" if s["stopped_early"] else "")
+        resumed = s["compute"][f"{method}_train"].get("resumed_from_step", 0)
+        if resumed:
+            partial += f" (resumed from the checkpoint of step {resumed})"
+        report = [f"# {run.label}\n",
+                  f"Trained on {len(train_rows)} {'train'} pairs, {s['steps']} optimiser steps{partial}; "
+                  f"held-out {split} pairs: {len(run.pair_ids)}.\n",
+                  f"- **accuracy {s['accuracy']:.4f}** [95% group bootstrap {s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}] "
+                  "(a tie counts 1/2)",
+                  "- TRL names on the held-out pairs: " + ", ".join(f"{k} {v:.4g}" for k, v in run.trl_metrics.items()),
+                  "", "Compute (FLOPs analytic: forward 2NT, backward 4NT, DPO's reference forward 2NT):\n",
+                  md_table(stages)]
+        atomic_write_text(output / "report.md", "\n".join(report))
+        if not s["stopped_early"]:
+            checkpoints.remove()
+        run_id = _track(run, workdir, experiment, pairs, output) if track else None
+        typer.echo(f"{method}: {len(run.pair_ids)} {split} pairs, accuracy {s['accuracy']:.4f} "
+                   f"(95% CI {s['ci95'][0]:.4f}-{s['ci95'][1]:.4f}); {s['steps']} steps{partial}; "
+                   f"{s['total_tflops']:.3f} TFLOPs, {s['total_seconds']:.1f} s, peak RSS {s['peak_rss_gib']:.2f} GiB"
+                   + (f"; MLflow run {run_id}" if run_id else "") + f"; report: {output / 'report.md'}")
 
 
 @handle_errors
