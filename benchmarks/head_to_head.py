@@ -5,8 +5,8 @@ Every input is a file the product wrote, so the comparison is of the runs users 
 - ``--scores NAME=FILE`` (repeatable): per-pair rewards (``pair_id``, ``reward_chosen``, ``reward_rejected``):
   ``coala baseline --method dpo --output D`` writes ``D/scores.parquet``; ``coala score --model-uri HEAD
   --features STORE --output F.parquet`` scores a store's pairs with a COALA head.
-- ``--dpo D``: the ``metrics.json`` of a ``coala baseline --method dpo|orpo`` run (training and scoring compute,
-  measured and analytic; its method names the compute rows and the ratio).
+- ``--baseline D`` (alias ``--dpo``): the ``metrics.json`` of a ``coala baseline --method dpo|orpo`` run (training
+  and scoring compute, measured and analytic; its method names the compute rows and the ratio).
 - ``--extraction F``: the JSON line ``coala features extract`` prints (tokens, computed tokens, seconds) for the
   store the head was trained and scored on, and ``--extraction-time`` its ``/usr/bin/time -v`` log (peak RSS);
   ``--head HEAD``: the head's training record (solver FLOPs); ``--train-time``: the ``/usr/bin/time -v`` log of
@@ -20,7 +20,7 @@ ran on for the likelihood columns, as the extraction reports it). The paper's he
 TFLOPs, Llama-3.1-8B, extraction left out).
 
     .venv/bin/python benchmarks/head_to_head.py --pairs P --split test --scores COALA=coala.parquet \\
-        --scores DPO=dpo/scores.parquet --dpo dpo --extraction extract.json --extraction-time extract.time \\
+        --scores DPO=dpo/scores.parquet --baseline dpo --extraction extract.json --extraction-time extract.time \\
         --head head --train-time train.time --out h2h.json
 """
 
@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--pairs", type=Path, required=True)
     ap.add_argument("--split", default="test")
     ap.add_argument("--scores", action="append", required=True, metavar="NAME=FILE")
-    ap.add_argument("--dpo", type=Path, required=True, help="the --output directory of a coala baseline dpo|orpo run")
+    ap.add_argument("--baseline", "--dpo", dest="baseline", type=Path, required=True,
+                    help="the --output directory of a coala baseline dpo|orpo run")
     ap.add_argument("--extraction", type=Path, required=True, help="`coala features extract` JSON output")
     ap.add_argument("--extraction-time", type=Path, required=True, help="its `/usr/bin/time -v` log (peak RSS)")
     ap.add_argument("--head", type=Path, required=True, help="the COALA head directory (solver FLOPs in head.json)")
@@ -122,12 +123,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows.append({"method": name, "accuracy": float(ev.metrics["accuracy"]), "ci95": f"[{lo:.3f}, {hi:.3f}]"})
     paired = [c.to_dict() for c in compare_methods(rewards, groups, n_boot=a.n_boot, seed=0)]
 
-    dpo = json.loads((a.dpo / "metrics.json").read_text())
-    method = str(dpo["method"])
+    base = json.loads((a.baseline / "metrics.json").read_text())
+    method = str(base["method"])
     name = method.upper()
-    train, score = dpo["compute"][f"{method}_train"], dpo["compute"][f"{method}_score"]
+    train, score = base["compute"][f"{method}_train"], base["compute"][f"{method}_score"]
     coala = _coala_compute(a.extraction, a.extraction_time, a.head, a.train_time)
-    dpo_s, dpo_tf = train["seconds"] + score["seconds"], train["tflops"] + score["tflops"]
+    base_s, base_tf = train["seconds"] + score["seconds"], train["tflops"] + score["tflops"]
     coala_s = coala["extraction"]["seconds"] + coala["training"]["seconds"]
     coala_tf = coala["extraction"]["tflops"] + coala["training"]["tflops"]
     compute = [
@@ -137,22 +138,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
          "tflops": coala["training"]["tflops"]},
         {"stage": f"{name} training ({train['steps']} of {train['max_steps']} steps)", "seconds": train["seconds"],
          "tflops": train["tflops"]},
-        {"stage": f"{name} scoring ({dpo['n_test_pairs']} pairs, "
+        {"stage": f"{name} scoring ({base['n_test_pairs']} pairs, "
                   f"{'policy + reference' if method == 'dpo' else 'policy'})", "seconds": score["seconds"],
          "tflops": score["tflops"]},
     ]
     coala_rss = max(coala["extraction"]["peak_rss_gib"], coala["training"]["peak_rss_gib"])
-    ratio = {"baseline": method, "tflops": coala_tf / dpo_tf, "seconds": coala_s / dpo_s, "paper_tflops": PAPER_RATIO,
-             "peak_rss": coala_rss / dpo["peak_rss_gib"], "coala_peak_rss_gib": coala_rss,
-             "dpo_peak_rss_gib": dpo["peak_rss_gib"]}
+    ratio = {"baseline": method, "tflops": coala_tf / base_tf, "seconds": coala_s / base_s, "paper_tflops": PAPER_RATIO,
+             "peak_rss": coala_rss / base["peak_rss_gib"], "coala_peak_rss_gib": coala_rss,
+             "baseline_peak_rss_gib": base["peak_rss_gib"]}
     print(f"{len(ids)} {a.split} pairs of {a.pairs}\n")
     print(md_table(rows) + "\n")
     print(md_table([{k: (round(v, 4) if isinstance(v, float) else v) for k, v in p.items()} for p in paired]) + "\n")
     print(md_table([{k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()} for r in compute]) + "\n")
-    print(f"COALA / {name}: {ratio['tflops']:.3f} of the TFLOPs ({coala_tf:.1f} / {dpo_tf:.1f}), "
-          f"{ratio['seconds']:.3f} of the wall time ({coala_s:.0f} s / {dpo_s:.0f} s); the paper: {PAPER_RATIO:.3f} "
+    print(f"COALA / {name}: {ratio['tflops']:.3f} of the TFLOPs ({coala_tf:.1f} / {base_tf:.1f}), "
+          f"{ratio['seconds']:.3f} of the wall time ({coala_s:.0f} s / {base_s:.0f} s); the paper: {PAPER_RATIO:.3f} "
           "of the TFLOPs (Llama-3.1-8B, extraction left out); peak RSS "
-          f"{coala_rss:.2f} GiB / {dpo['peak_rss_gib']:.2f} GiB = {ratio['peak_rss']:.2f}")
+          f"{coala_rss:.2f} GiB / {base['peak_rss_gib']:.2f} GiB = {ratio['peak_rss']:.2f}")
     result = {"n_pairs": len(ids), "split": a.split, "accuracy": rows, "paired": paired, "compute": compute,
               "coala_compute": coala, "ratio": ratio}
     if a.out:
