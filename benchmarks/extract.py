@@ -37,7 +37,7 @@ import torch
 from coala_core.data.config import EduFeedbackConfig
 from coala_core.data.edufeedback import build_edufeedback
 from coala_core.features import ExtractionConfig, FeatureExtractor, extract_features, load_model
-from coala_core.features.batching import batch_order, computed_tokens
+from coala_core.features.batching import batch_order, computed_tokens, length_splits
 from coala_core.features.extract import group_order
 from storage import FeatureStore, read_digest, read_pairs, write_pairs
 
@@ -83,15 +83,16 @@ def bare_loop(ex: FeatureExtractor, seqs: list[list[int]], batch_size: int) -> t
 
 
 def group_computed_tokens(groups: list, batch_size: int) -> int:
-    """Token positions the shared pass computes: per batch, prefixes padded once, response parts padded once."""
+    """Token positions the shared pass computes: per batch, prefixes padded once, then the response parts in the
+    engine's length-sorted sub-batches (``length_splits``), each padded to its own longest."""
     order = group_order(groups, True, True)
     step = max(1, batch_size // 2)
     total = 0
     for i in range(0, len(order), step):
         batch = [groups[j] for j in order[i : i + step]]
         total += len(batch) * max(len(g.prefix) for g in batch)
-        parts = [p for g in batch for p in g.parts]
-        total += len(parts) * max(len(p) for p in parts)
+        lengths = [len(p) for g in batch for p in g.parts]
+        total += sum(len(s) * max(lengths[k] for k in s) for s in length_splits(lengths))
     return total
 
 

@@ -32,6 +32,40 @@ def computed_tokens(lengths: Sequence[int], batch_size: int, bucketing: bool) ->
     return int(sum(len(b) * int(b.max()) for b in np.array_split(L, range(batch_size, len(L), batch_size)) if len(b)))
 
 
+def length_splits(lengths: Sequence[int], max_splits: int = 2) -> list[np.ndarray]:
+    """Indices of ``lengths`` sorted by length and cut into at most ``max_splits`` contiguous sub-batches, each
+    padded to its own longest item: the fewest sub-batches whose padded total is within 10% (of the one-batch
+    total) of the least possible, since each sub-batch is one more forward call. The response parts of a
+    shared-prompt batch run this way: both responses of every pair sit in one batch, so one long response
+    would otherwise pad all the short ones."""
+    n = len(lengths)
+    if n == 0:
+        return []
+    order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
+    L = np.asarray(lengths, dtype=np.int64)[order]
+    k_max = max(1, min(int(max_splits), n))
+    # cost[k][j]: least padded total of the first j sorted items in k sub-batches (the last ends at j - 1)
+    inf = np.iinfo(np.int64).max // 4
+    cost = np.full((k_max + 1, n + 1), inf, dtype=np.int64)
+    cut = np.zeros((k_max + 1, n + 1), dtype=np.int64)
+    cost[0, 0] = 0
+    for k in range(1, k_max + 1):
+        for j in range(1, n + 1):
+            i = np.arange(j)  # the sub-batch is items i..j-1, padded to L[j - 1]
+            c = cost[k - 1, i] + (j - i) * L[j - 1]
+            best = int(np.argmin(c))
+            cost[k, j], cut[k, j] = c[best], best
+    # fewest sub-batches within 10% of a single batch's cost from the least (a further forward call must pay)
+    slack = cost[1:, n] - cost[1:, n].min()
+    k = int(np.flatnonzero(slack <= 0.10 * cost[1, n])[0]) + 1
+    bounds, j = [], n
+    while k > 0:
+        i = int(cut[k, j])
+        bounds.append((i, j))
+        j, k = i, k - 1
+    return [order[i:j] for i, j in reversed(bounds)]
+
+
 def is_oom(err: BaseException) -> bool:
     if isinstance(err, torch.OutOfMemoryError):
         return True

@@ -4,7 +4,9 @@ A group is one prefix and one or more response parts (:class:`~coala_core.featur
 ``reuse_prefix`` the prefixes of a batch of groups run once (right-padded, with a KV cache), the cache is
 repeated for every response of its group, and the response parts run on top of it with their own positions
 (``position_ids`` continue after the real prefix length; the padded cache slots are masked). A pair then costs
-prefix + 2 responses token positions instead of 2 (prefix + response). Without it every text runs as one
+prefix + 2 responses token positions instead of 2 (prefix + response). The response parts of a batch run in up
+to two length-sorted sub-batches (:func:`~coala_core.features.batching.length_splits`), so a long response does
+not pad every short one. Without it every text runs as one
 sequence. Both give the same numbers up to floating-point rounding (tested to 1e-5 in float32).
 
 Pooled statistics are kept per segment (prefix, response part) and combined, so every pooling is available
@@ -20,6 +22,7 @@ conversation), which runs once and is shared by every response of the batch.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from coala_core.features.batching import length_splits
 from coala_core.features.text import EncodedGroup
 
 _LOGIT_ROWS = 1024  # rows of hidden states pushed through the LM head at once (bounds the (rows, vocab) block)
@@ -230,21 +234,34 @@ class GroupForward:
         Lp = Mp.sum(1)
         zeros = torch.zeros(len(groups), dtype=torch.long, device=dev)
         p_stats = {k: self._stats(h, Mp, zeros, zeros) for k, h in Hp.items()}
-        cache.reorder_cache(owner)
-        ids_r, Mr = self._pad(parts)
-        mask = torch.cat([Mp[owner], Mr], dim=1)
-        pos = Lp[owner, None] + torch.arange(ids_r.shape[1], device=dev)[None, :]
-        Hr, final_r, _ = self._call(ids_r, mask, hidden=True, position_ids=pos, cache=cache)
-        start = torch.zeros(len(parts), dtype=torch.long, device=dev)
-        pooled = {}
-        for k_in, k in zip(self.layers, self._norm_layers, strict=True):
-            r = self._stats(Hr[k], Mr, start, proper)
-            for pooling in self.poolings:
-                pooled[(pooling, k_in)] = self._combine(pooling, r, p_stats.get(k), owner)
-        out = GroupOutput(pooled, tokens=int(Mp.sum() + Mr.sum()), computed_tokens=int(Mp.numel() + Mr.numel()))
-        if self.logprob:
-            first = final_p[torch.arange(len(groups), device=dev), Lp - 1][owner]
-            out.loglik = self._logprob_sums(final_r, ids_r, first, start, Mr.sum(1))
+        first = final_p[torch.arange(len(groups), device=dev), Lp - 1] if self.logprob else None
+        pooled: dict[tuple[str, int], torch.Tensor] = {}
+        loglik = torch.zeros(len(parts), dtype=torch.float32, device=dev) if self.logprob else None
+        out = GroupOutput(pooled, tokens=int(Mp.sum()), computed_tokens=int(Mp.numel()))
+        subs = length_splits([len(p) for p in parts])
+        for n_sub, sub in enumerate(subs):
+            idx = torch.as_tensor(sub, dtype=torch.long, device=dev)
+            own = owner[idx]
+            # the last sub-batch reorders the prefix cache in place; earlier ones work on a copy of it
+            c = cache if n_sub == len(subs) - 1 else copy.deepcopy(cache)
+            c.reorder_cache(own)
+            ids_r, Mr = self._pad([parts[int(t)] for t in sub])
+            mask = torch.cat([Mp[own], Mr], dim=1)
+            pos = Lp[own, None] + torch.arange(ids_r.shape[1], device=dev)[None, :]
+            Hr, final_r, _ = self._call(ids_r, mask, hidden=True, position_ids=pos, cache=c)
+            start = torch.zeros(len(sub), dtype=torch.long, device=dev)
+            for k_in, k in zip(self.layers, self._norm_layers, strict=True):
+                r = self._stats(Hr[k], Mr, start, proper[idx])
+                for pooling in self.poolings:
+                    v = self._combine(pooling, r, p_stats.get(k), own)
+                    if (pooling, k_in) not in pooled:
+                        pooled[(pooling, k_in)] = torch.zeros((len(parts), v.shape[-1]), dtype=v.dtype, device=dev)
+                    pooled[(pooling, k_in)][idx] = v
+            out.tokens += int(Mr.sum())
+            out.computed_tokens += int(Mr.numel())
+            if loglik is not None and first is not None:
+                loglik[idx] = self._logprob_sums(final_r, ids_r, first[own], start, Mr.sum(1))
+        out.loglik = loglik
         return out
 
     def _run_full(self, groups: Sequence[EncodedGroup]) -> GroupOutput:
@@ -275,16 +292,23 @@ class GroupForward:
         assert self.null_prefix is not None
         ids_p, Mp = self._pad([self.null_prefix])
         _, final_p, cache = self._call(ids_p, Mp, hidden=False, want_cache=True)
-        owner = torch.zeros(len(parts), dtype=torch.long, device=dev)
-        cache.reorder_cache(owner)
-        ids_r, Mr = self._pad(parts)
         Lp = len(self.null_prefix)
-        mask = torch.cat([Mp[owner], Mr], dim=1)
-        pos = Lp + torch.arange(ids_r.shape[1], device=dev)[None, :].expand(len(parts), -1)
-        _, final_r, _ = self._call(ids_r, mask, hidden=False, position_ids=pos, cache=cache)
-        first = final_p[0, Lp - 1].expand(len(parts), -1)
-        sums = self._logprob_sums(final_r, ids_r, first, torch.zeros_like(owner), Mr.sum(1))
-        return sums, int(Mp.numel() + Mr.numel())
+        sums = torch.zeros(len(parts), dtype=torch.float32, device=dev)
+        computed = int(Mp.numel())
+        subs = length_splits([len(p) for p in parts])
+        for n_sub, sub in enumerate(subs):
+            idx = torch.as_tensor(sub, dtype=torch.long, device=dev)
+            own = torch.zeros(len(sub), dtype=torch.long, device=dev)
+            c = cache if n_sub == len(subs) - 1 else copy.deepcopy(cache)
+            c.reorder_cache(own)
+            ids_r, Mr = self._pad([parts[int(t)] for t in sub])
+            mask = torch.cat([Mp[own], Mr], dim=1)
+            pos = Lp + torch.arange(ids_r.shape[1], device=dev)[None, :].expand(len(sub), -1)
+            _, final_r, _ = self._call(ids_r, mask, hidden=False, position_ids=pos, cache=c)
+            ctx = final_p[0, Lp - 1].expand(len(sub), -1)
+            sums[idx] = self._logprob_sums(final_r, ids_r, ctx, torch.zeros_like(own), Mr.sum(1))
+            computed += int(Mr.numel())
+        return sums, computed
 
 
 def rms_normalize(x: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@ each against a hand computation on a tiny random model."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -21,7 +22,7 @@ from coala_core.features import (
     strip_aux,
     zero_shot_rewards,
 )
-from coala_core.features.batching import GroupRunner
+from coala_core.features.batching import GroupRunner, length_splits
 from storage import FeatureStore
 
 
@@ -113,6 +114,46 @@ def test_shared_prefix_pass_equals_full_sequences(loaded):
     np.testing.assert_allclose(shared.loglik.numpy(), full.loglik.numpy(), atol=1e-5)
     np.testing.assert_allclose(shared.pmi.numpy(), full.pmi.numpy(), atol=1e-5)
     assert shared.tokens < full.tokens  # each prompt ran once, not twice
+
+
+def test_shared_pass_in_length_sorted_sub_batches_equals_full_sequences(loaded):
+    """Short and long responses in one batch: the response pass runs in two sub-batches, each on its own copy
+    of the prompt cache, and still gives every text's features exactly as a whole-sequence pass."""
+    ex = FeatureExtractor(loaded, ExtractionConfig.build(model="x", max_tokens=128, logprob_features=True))
+    engine = ex.make_engine(["last", "response_mean", "mean"], [-1, 1], True)
+    prompts = [[{"role": "user", "content": f"What is {a} times eight?"}] for a in ("seven", "six", "nine", "two")]
+    short = ["Yes.", "No.", "Six.", "Ok."]
+    long = ["Let us count the groups of eight together, one group at a time, until we reach seven groups."] * 4
+    groups = ex.encoder.encode_pairs(prompts, short, long)
+    assert not any(g.prompt_truncated for g in groups)
+    subs = length_splits([len(p) for g in groups for p in g.parts])
+    assert len(subs) == 2 and sorted(np.concatenate(subs).tolist()) == list(range(8))
+    shared, full = engine.run(groups, reuse_prefix=True), engine.run(groups, reuse_prefix=False)
+    for key in shared.pooled:
+        np.testing.assert_allclose(shared.pooled[key].numpy(), full.pooled[key].numpy(), rtol=1e-5, atol=1e-5, err_msg=str(key))
+    np.testing.assert_allclose(shared.loglik.numpy(), full.loglik.numpy(), atol=1e-5)
+    np.testing.assert_allclose(shared.pmi.numpy(), full.pmi.numpy(), atol=1e-5)
+    # the short responses were not padded to the long ones: prefixes, then each sub-batch padded to its own
+    # longest, in the conditional pass and again in the null (PMI) pass
+    parts = [p for g in groups for p in g.parts]
+    padded = sum(len(s) * max(len(parts[i]) for i in s) for s in subs)
+    n_prefix = len(groups) * max(len(g.prefix) for g in groups) + len(ex.encoder.null_prefix())
+    assert shared.computed_tokens == n_prefix + 2 * padded < n_prefix + 2 * 8 * max(len(p) for p in parts)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_length_splits_is_the_least_padding_cut(seed):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 60, size=int(rng.integers(1, 14))).tolist()
+    subs = length_splits(lengths)
+    assert sorted(np.concatenate(subs).tolist()) == list(range(len(lengths)))
+    padded = sum(len(s) * max(lengths[i] for i in s) for s in subs)
+    srt = sorted(lengths)
+    one = len(srt) * srt[-1]
+    best = min([one] + [i * srt[i - 1] + (len(srt) - i) * srt[-1] for i in range(1, len(srt))])
+    assert padded - best <= 0.10 * one  # within the allowed slack of the optimum
+    assert len(subs) == 1 or one - best > 0.10 * one  # and only split when splitting pays
+    assert all(max(lengths[i] for i in a) <= min(lengths[i] for i in b) for a, b in itertools.pairwise(subs))
 
 
 def test_pair_truncation_cuts_the_prompt_once_to_fit_the_longer_response(loaded):

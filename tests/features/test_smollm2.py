@@ -10,6 +10,7 @@ import pytest
 from tiny_lm import make_pairs
 
 from coala_core.features import ExtractionConfig, FeatureExtractor, extract_features, load_model
+from coala_core.features.forward import assemble
 from storage import FeatureStore
 
 pytestmark = [
@@ -32,7 +33,12 @@ def test_smollm2_features_on_a_few_pairs(request, tmp_path):
     stats = extract_features(table, store, cfg, extractor=ex, show_progress=False)
     chosen, rejected = store.read_all()
     assert stats.rows == 6 and np.isfinite(chosen).all() and not np.allclose(chosen, rejected)
-    enc = ex.encoder.encode(table.column("prompt").to_pylist(), table.column("chosen").to_pylist())
-    alone = np.stack([ex.forward([e.ids]).numpy()[0] for e in enc])
-    np.testing.assert_allclose(chosen, alone, atol=1e-4, rtol=1e-4)
-    assert lm.tokenizer.decode(enc[0].ids).endswith(table.column("chosen")[0].as_py() + "<|im_end|>\n")
+    # every pair's two texts run whole, one pair at a time (the same tokens, no shared prompt pass, no batch
+    # neighbours): the store's rows are those
+    groups = ex.encoder.encode_pairs(table.column("prompt").to_pylist(), table.column("chosen").to_pylist(),
+                                     table.column("rejected").to_pylist())
+    alone = np.concatenate([assemble(ex.engine.run([g], reuse_prefix=False), cfg.pooling, cfg.layers, False) for g in groups])
+    np.testing.assert_allclose(chosen, alone[0::2], atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(rejected, alone[1::2], atol=1e-4, rtol=1e-4)
+    text = lm.tokenizer.decode(groups[0].prefix + groups[0].parts[0])
+    assert text.endswith(table.column("chosen")[0].as_py() + "<|im_end|>\n")
