@@ -51,8 +51,8 @@ def length_splits(lengths: Sequence[int], max_splits: int = 2) -> list[np.ndarra
     cost[0, 0] = 0
     for k in range(1, k_max + 1):
         for j in range(1, n + 1):
-            i = np.arange(j)  # the sub-batch is items i..j-1, padded to L[j - 1]
-            c = cost[k - 1, i] + (j - i) * L[j - 1]
+            starts = np.arange(j)  # the sub-batch is items start..j-1, padded to L[j - 1]
+            c = cost[k - 1, starts] + (j - starts) * L[j - 1]
             best = int(np.argmin(c))
             cost[k, j], cut[k, j] = c[best], best
     # fewest sub-batches within 10% of a single batch's cost from the least (a further forward call must pay)
