@@ -23,7 +23,7 @@ conversation), which runs once and is shared by every response of the batch.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -225,31 +225,41 @@ class GroupForward:
         proper = torch.tensor([k for g in groups for k in g.proper], dtype=torch.long)
         return parts, owner.to(self.loaded.device), proper.to(self.loaded.device)
 
+    def _on_prefix_cache(self, cache: Any, Mp: torch.Tensor, owner: torch.Tensor, parts: Sequence[Sequence[int]],
+                         *, hidden: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                            dict[int, torch.Tensor], torch.Tensor]]:
+        """Run response ``parts`` on the KV ``cache`` of right-padded prefixes (mask ``Mp``), part t after prefix
+        ``owner[t]``, in length-sorted sub-batches (:func:`length_splits`); the last sub-batch reorders the cache
+        in place, earlier ones a copy of it. Yields (indices into parts, their owners, ids, mask, hidden states,
+        final hidden state) per sub-batch."""
+        dev = self.loaded.device
+        Lp = Mp.sum(1)
+        subs = length_splits([len(p) for p in parts])
+        for n_sub, sub in enumerate(subs):
+            idx = torch.as_tensor(sub, dtype=torch.long, device=dev)
+            own = owner[idx]
+            c = cache if n_sub == len(subs) - 1 else copy.deepcopy(cache)
+            c.reorder_cache(own)
+            ids_r, Mr = self._pad([parts[int(t)] for t in sub])
+            mask = torch.cat([Mp[own], Mr], dim=1)
+            pos = Lp[own, None] + torch.arange(ids_r.shape[1], device=dev)[None, :]
+            Hr, final_r, _ = self._call(ids_r, mask, hidden=hidden, position_ids=pos, cache=c)
+            yield idx, own, ids_r, Mr, Hr, final_r
+
     def _run_shared(self, groups: Sequence[EncodedGroup]) -> GroupOutput:
         parts, owner, proper = self._texts(groups)
         dev = self.loaded.device
         ids_p, Mp = self._pad([g.prefix for g in groups])
         need_prefix_h = bool({"mean", "attention"} & set(self.poolings))
         Hp, final_p, cache = self._call(ids_p, Mp, hidden=need_prefix_h, want_cache=True)
-        Lp = Mp.sum(1)
         zeros = torch.zeros(len(groups), dtype=torch.long, device=dev)
         p_stats = {k: self._stats(h, Mp, zeros, zeros) for k, h in Hp.items()}
-        first = final_p[torch.arange(len(groups), device=dev), Lp - 1] if self.logprob else None
+        first = final_p[torch.arange(len(groups), device=dev), Mp.sum(1) - 1]
         pooled: dict[tuple[str, int], torch.Tensor] = {}
         loglik = torch.zeros(len(parts), dtype=torch.float32, device=dev) if self.logprob else None
         out = GroupOutput(pooled, tokens=int(Mp.sum()), computed_tokens=int(Mp.numel()))
-        subs = length_splits([len(p) for p in parts])
-        for n_sub, sub in enumerate(subs):
-            idx = torch.as_tensor(sub, dtype=torch.long, device=dev)
-            own = owner[idx]
-            # the last sub-batch reorders the prefix cache in place; earlier ones work on a copy of it
-            c = cache if n_sub == len(subs) - 1 else copy.deepcopy(cache)
-            c.reorder_cache(own)
-            ids_r, Mr = self._pad([parts[int(t)] for t in sub])
-            mask = torch.cat([Mp[own], Mr], dim=1)
-            pos = Lp[own, None] + torch.arange(ids_r.shape[1], device=dev)[None, :]
-            Hr, final_r, _ = self._call(ids_r, mask, hidden=True, position_ids=pos, cache=c)
-            start = torch.zeros(len(sub), dtype=torch.long, device=dev)
+        for idx, own, ids_r, Mr, Hr, final_r in self._on_prefix_cache(cache, Mp, owner, parts, hidden=True):
+            start = torch.zeros(len(idx), dtype=torch.long, device=dev)
             for k_in, k in zip(self.layers, self._norm_layers, strict=True):
                 r = self._stats(Hr[k], Mr, start, proper[idx])
                 for pooling in self.poolings:
@@ -259,7 +269,7 @@ class GroupForward:
                     pooled[(pooling, k_in)][idx] = v
             out.tokens += int(Mr.sum())
             out.computed_tokens += int(Mr.numel())
-            if loglik is not None and first is not None:
+            if loglik is not None:
                 loglik[idx] = self._logprob_sums(final_r, ids_r, first[own], start, Mr.sum(1))
         out.loglik = loglik
         return out
@@ -292,21 +302,12 @@ class GroupForward:
         assert self.null_prefix is not None
         ids_p, Mp = self._pad([self.null_prefix])
         _, final_p, cache = self._call(ids_p, Mp, hidden=False, want_cache=True)
-        Lp = len(self.null_prefix)
+        owner = torch.zeros(len(parts), dtype=torch.long, device=dev)
         sums = torch.zeros(len(parts), dtype=torch.float32, device=dev)
         computed = int(Mp.numel())
-        subs = length_splits([len(p) for p in parts])
-        for n_sub, sub in enumerate(subs):
-            idx = torch.as_tensor(sub, dtype=torch.long, device=dev)
-            own = torch.zeros(len(sub), dtype=torch.long, device=dev)
-            c = cache if n_sub == len(subs) - 1 else copy.deepcopy(cache)
-            c.reorder_cache(own)
-            ids_r, Mr = self._pad([parts[int(t)] for t in sub])
-            mask = torch.cat([Mp[own], Mr], dim=1)
-            pos = Lp + torch.arange(ids_r.shape[1], device=dev)[None, :].expand(len(sub), -1)
-            _, final_r, _ = self._call(ids_r, mask, hidden=False, position_ids=pos, cache=c)
-            ctx = final_p[0, Lp - 1].expand(len(sub), -1)
-            sums[idx] = self._logprob_sums(final_r, ids_r, ctx, torch.zeros_like(own), Mr.sum(1))
+        for idx, _own, ids_r, Mr, _, final_r in self._on_prefix_cache(cache, Mp, owner, parts, hidden=False):
+            ctx = final_p[0, len(self.null_prefix) - 1].expand(len(idx), -1)
+            sums[idx] = self._logprob_sums(final_r, ids_r, ctx, torch.zeros_like(idx), Mr.sum(1))
             computed += int(Mr.numel())
         return sums, computed
 
