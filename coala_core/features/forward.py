@@ -6,7 +6,8 @@ repeated for every response of its group, and the response parts run on top of i
 (``position_ids`` continue after the real prefix length; the padded cache slots are masked). A pair then costs
 prefix + 2 responses token positions instead of 2 (prefix + response). The response parts of a batch run in up
 to two length-sorted sub-batches (:func:`~coala_core.features.batching.length_splits`), so a long response does
-not pad every short one. Without ``reuse_prefix`` every text runs as one sequence. Both give the same numbers up to floating-point rounding (tested to 1e-5 in float32).
+not pad every short one. Without ``reuse_prefix`` every text runs as one sequence. Both give the same numbers
+up to floating-point rounding (tested to 1e-5 in float32).
 
 Pooled statistics are kept per segment (prefix, response part) and combined, so every pooling is available
 from the shared pass: ``mean`` and ``attention`` merge prefix and response sums (the attention softmax by a
