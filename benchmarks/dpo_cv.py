@@ -1,14 +1,21 @@
 """DPO by K-fold group cross-validation on the feature sweep's own folds, so DPO's out-of-fold rewards pair with
 every head of the sweep over all pairs (a 3-point difference needs all 2,404 MathDial pairs, not 221).
 
-    .venv/bin/python benchmarks/dpo_cv.py --pairs P --sweep SWEEP.json --out DIR [--folds 0,1] [--config YAML]
-    .venv/bin/python benchmarks/dpo_cv.py --pairs P --sweep SWEEP.json --out DIR --merge
+    .venv/bin/python benchmarks/dpo_cv.py --pairs P --out DIR [--record REC] [--folds 3,4] [--config YAML]
+    .venv/bin/python benchmarks/dpo_cv.py --pairs P --sweep SWEEP.json --out DIR [--record REC] --merge
 
 Each fold is one run of the product's command, ``coala baseline --method dpo``, on a pairs file whose split column
 puts that fold's pairs in ``test`` and every other pair in ``train`` (the sweep's heads also chose their
-hyper-parameters on validation groups inside those training folds; DPO uses none). Its trainer checkpoints live
-under ``DIR/fold_K/checkpoints``, so a fold that was cut continues from its last checkpoint when this script runs
-again, and finished folds are skipped: the five runs (about 7 hours on a 2-core CPU) can span several sittings.
+hyper-parameters on validation groups inside those training folds; DPO uses none). The folds are
+``coala_core.evaluation.cv.group_folds`` over the pairs file's groups (``--k``, ``--seed``: ``features.py``'s
+defaults, 5 and 0), the same folds the sweep draws; given ``--sweep``, its recorded folds are used and must agree.
+Its trainer checkpoints live under ``DIR/fold_K/checkpoints``, so a fold that was cut continues from its last
+checkpoint when this script runs again, and finished folds are skipped: the five runs (about 10 hours on a 2-core
+CPU) can span several sittings.
+
+``--record REC``: each finished fold's held-out rewards and metrics are also copied to ``REC/fold_K.scores.parquet``
+and ``REC/fold_K.metrics.json`` (a few tens of KB; commit them), and a fold recorded there counts as finished, so
+a wiped work directory loses at most the fold in progress. ``benchmarks/results/dpo_cv`` holds this repo's.
 
 ``--merge``: DPO's out-of-fold rewards on the pairs of the finished folds against every method of the sweep JSON
 on the same pairs: accuracy with a group-bootstrap interval, the paired difference with its interval and the
@@ -20,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -34,6 +42,7 @@ if str(ROOT) not in sys.path:
 
 from coala_core.errors import DataError  # noqa: E402
 from coala_core.evaluation import evaluate_rewards  # noqa: E402
+from coala_core.evaluation.cv import group_folds  # noqa: E402
 from coala_core.evaluation.stats import compare_pair, pair_scores  # noqa: E402
 from coala_core.report import md_table  # noqa: E402
 
@@ -42,13 +51,20 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def fold_of(sweep: dict[str, Any], ids: list[str]) -> dict[str, int]:
-    """pair_id -> fold of the sweep; every pair of the pairs file must have one."""
-    folds = dict(zip(sweep["pair_ids"], sweep["fold"], strict=True))
-    missing = [i for i in ids if i not in folds]
-    if missing or len(folds) != len(ids):
-        raise DataError(f"the sweep's folds cover {len(folds)} pairs, the pairs file has {len(ids)} "
+def fold_of(ids: list[str], groups: list[str], k: int, seed: int, sweep: dict[str, Any] | None) -> dict[str, int]:
+    """pair_id -> fold: ``group_folds`` over the pairs file's groups, checked against the sweep's folds if given."""
+    folds = {i: int(f) for i, f in zip(ids, group_folds(groups, k, seed), strict=True)}
+    if sweep is None:
+        return folds
+    recorded = dict(zip(sweep["pair_ids"], sweep["fold"], strict=True))
+    missing = [i for i in ids if i not in recorded]
+    if missing or len(recorded) != len(ids):
+        raise DataError(f"the sweep's folds cover {len(recorded)} pairs, the pairs file has {len(ids)} "
                         f"({len(missing)} without a fold, first {missing[:1]})")
+    differ = [i for i in ids if recorded[i] != folds[i]]
+    if differ or int(sweep["folds"]) != k:
+        raise DataError(f"the sweep's folds (K = {sweep['folds']}) differ from group_folds(K = {k}, seed = {seed}) "
+                        f"on {len(differ)} pairs (first {differ[:1]}): pass the sweep's --k and --seed")
     return folds
 
 
@@ -66,9 +82,37 @@ def fold_pairs(pairs: Path, folds: dict[str, int], k: int, path: Path) -> Path:
     return path
 
 
+def recorded(args: argparse.Namespace, k: int) -> Path | None:
+    """The fold's durable copy (scores.parquet + metrics.json) under --record, if there is one."""
+    if args.record is None:
+        return None
+    scores, metrics = args.record / f"fold_{k}.scores.parquet", args.record / f"fold_{k}.metrics.json"
+    return scores if scores.is_file() and metrics.is_file() else None
+
+
 def finished(out: Path) -> bool:
     m = out / "metrics.json"
     return m.is_file() and not json.loads(m.read_text()).get("stopped_early", True)
+
+
+def fold_scores(args: argparse.Namespace, k: int) -> Path | None:
+    """The held-out scores of fold k, from the work directory or else from the record; None if not finished."""
+    if finished(args.out / f"fold_{k}"):
+        return args.out / f"fold_{k}" / "scores.parquet"
+    return recorded(args, k)
+
+
+def record(args: argparse.Namespace, k: int) -> None:
+    """Copy a finished fold's scores and metrics under --record (atomically: a temporary name, then a rename)."""
+    if args.record is None:
+        return
+    args.record.mkdir(parents=True, exist_ok=True)
+    for src, name in (("scores.parquet", f"fold_{k}.scores.parquet"), ("metrics.json", f"fold_{k}.metrics.json")):
+        dst = args.record / name
+        tmp = dst.with_name(dst.name + ".tmp")
+        shutil.copyfile(args.out / f"fold_{k}" / src, tmp)
+        os.replace(tmp, dst)
+    log(f"fold {k}: recorded under {args.record}")
 
 
 def run_folds(args: argparse.Namespace, folds: dict[str, int]) -> None:
@@ -78,6 +122,11 @@ def run_folds(args: argparse.Namespace, folds: dict[str, int]) -> None:
         out = args.out / f"fold_{k}"
         if finished(out):
             log(f"fold {k}: finished earlier ({out / 'metrics.json'})")
+            if recorded(args, k) is None:
+                record(args, k)
+            continue
+        if recorded(args, k) is not None:
+            log(f"fold {k}: finished earlier (recorded in {args.record})")
             continue
         pairs_k = fold_pairs(args.pairs, folds, k, args.out / f"fold_{k}.pairs.parquet")
         cmd = [coala, "baseline", "--method", "dpo", "--pairs", str(pairs_k), "--output", str(out), "--split", "test",
@@ -95,15 +144,16 @@ def run_folds(args: argparse.Namespace, folds: dict[str, int]) -> None:
             raise SystemExit(f"fold {k} failed (exit {res.returncode}); see {fold_log}")
         summary = [ln for ln in fold_log.read_text().splitlines() if ln.startswith("dpo: ")]
         log(f"fold {k}: {summary[-1] if summary else 'done'} ({time.perf_counter() - t0:.0f} s)")
+        record(args, k)
 
 
 def merge(args: argparse.Namespace, sweep: dict[str, Any], groups_of: dict[str, str]) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     dpo: dict[str, tuple[float, float]] = {}
-    done = [k for k in range(int(sweep["folds"])) if finished(args.out / f"fold_{k}")]
+    done = [k for k in range(int(sweep["folds"])) if fold_scores(args, k) is not None]
     for k in done:
-        t = pq.read_table(args.out / f"fold_{k}" / "scores.parquet").to_pydict()
+        t = pq.read_table(fold_scores(args, k)).to_pydict()
         dpo.update({str(p): (rw, rl) for p, rw, rl in zip(t["pair_id"], t["reward_chosen"], t["reward_rejected"], strict=True)})
     if not dpo:
         raise DataError(f"{args.out}: no finished fold to merge")
@@ -137,8 +187,13 @@ def merge(args: argparse.Namespace, sweep: dict[str, Any], groups_of: dict[str, 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pairs", type=Path, required=True, help="the pairs file the sweep ran on")
-    ap.add_argument("--sweep", type=Path, required=True, help="a benchmarks/features.py JSON (its folds and rewards)")
+    ap.add_argument("--sweep", type=Path, default=None,
+                    help="a benchmarks/features.py JSON (its folds and rewards; needed by --merge)")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--record", type=Path, default=None,
+                    help="durable copies of finished folds' scores and metrics (for example benchmarks/results/dpo_cv)")
+    ap.add_argument("--k", type=int, default=5, help="folds (features.py's --folds)")
+    ap.add_argument("--seed", type=int, default=0, help="fold seed (features.py's --seed)")
     ap.add_argument("--folds", default=None, help="comma-separated folds to run (default: all)")
     ap.add_argument("--config", type=Path, default=None, help="llm_baseline YAML for coala baseline")
     ap.add_argument("--model", default=None, help="coala baseline --model (default: the bundled SmolLM2)")
@@ -149,17 +204,19 @@ def main(argv: list[str] | None = None) -> None:
 
     from storage.pairs import read_pairs
 
-    sweep = json.loads(args.sweep.read_text())
+    if args.merge and args.sweep is None:
+        ap.error("--merge needs --sweep (the heads' out-of-fold rewards)")
+    sweep = json.loads(args.sweep.read_text()) if args.sweep else None
     t = read_pairs(args.pairs)
     ids = [str(i) for i in t.column("pair_id").to_pylist()]
-    folds = fold_of(sweep, ids)
+    groups = [str(g) for g in t.column("group_id").to_pylist()]
+    folds = fold_of(ids, groups, args.k, args.seed, sweep)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.merge:
-        merge(args, sweep, dict(zip(ids, (str(g) for g in t.column("group_id").to_pylist()), strict=True)))
+        merge(args, sweep, dict(zip(ids, groups, strict=True)))
         return
-    args.fold_list = ([int(x) for x in args.folds.split(",")] if args.folds else list(range(int(sweep["folds"]))))
+    args.fold_list = [int(x) for x in args.folds.split(",")] if args.folds else list(range(args.k))
     run_folds(args, folds)
-
 
 if __name__ == "__main__":
     main()
