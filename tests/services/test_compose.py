@@ -85,6 +85,21 @@ def test_no_secret_in_the_image_and_a_non_root_user() -> None:
     assert {".env", ".venv", ".git"} <= set(ignored)
 
 
+def test_the_image_copies_what_the_package_build_needs() -> None:
+    """Every path the Dockerfile copies exists and is not dockerignored, and it copies every file the package
+    build reads (pyproject's readme and license-files): a build that lacks one fails only on the workstation."""
+    import tomllib
+
+    dockerfile = (REPO / "Dockerfile").read_text()
+    copied = [src for line in re.findall(r"^COPY (.+)$", dockerfile, re.M) for src in line.split()[:-1]]
+    ignored = set((REPO / ".dockerignore").read_text().split())
+    assert copied and all((REPO / src).exists() and src not in ignored for src in copied), copied
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    needed = {project["readme"], *project["license-files"]}
+    assert needed <= set(copied), needed - set(copied)
+    assert project["license"] == "Apache-2.0" and "Apache License" in (REPO / "LICENSE").read_text()
+
+
 def test_a_missing_password_is_a_clear_error(tmp_path: Path) -> None:
     env = tmp_path / "no-password.env"
     env.write_text("".join(line + "\n" for line in ENV_EXAMPLE.read_text().splitlines()
