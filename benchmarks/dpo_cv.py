@@ -19,7 +19,9 @@ a wiped work directory loses at most the fold in progress. ``benchmarks/results/
 
 ``--merge``: DPO's out-of-fold rewards on the pairs of the finished folds against every method of the sweep JSON
 on the same pairs: accuracy with a group-bootstrap interval, the paired difference with its interval and the
-exact McNemar p-value (``coala_core.evaluation.stats``).
+exact McNemar p-value (``coala_core.evaluation.stats``). ``--prior SUMMARY.json`` adds folds known only by their
+counts (``benchmarks/results/dpo_cv/folds_0-2.summary.json``: folds 0-2 ran before ``--record`` existed and their
+per-pair rewards were lost with the machine): see ``combine``.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ if str(ROOT) not in sys.path:
 from coala_core.errors import DataError  # noqa: E402
 from coala_core.evaluation import evaluate_rewards  # noqa: E402
 from coala_core.evaluation.cv import group_folds  # noqa: E402
-from coala_core.evaluation.stats import compare_pair, pair_scores  # noqa: E402
+from coala_core.evaluation.stats import binomial_two_sided, compare_pair, pair_scores  # noqa: E402
 from coala_core.report import md_table  # noqa: E402
 
 
@@ -164,25 +166,73 @@ def merge(args: argparse.Namespace, sweep: dict[str, Any], groups_of: dict[str, 
     methods = {"dpo": (np.array([dpo[i][0] for i in ids]), np.array([dpo[i][1] for i in ids]))}
     methods.update({name: (np.asarray(r["r_w"])[rows], np.asarray(r["r_l"])[rows]) for name, r in sweep["rewards"].items()})
     dpo_s = pair_scores(*methods["dpo"])
-    table = []
+    table, parts = [], {}
     for name, (r_w, r_l) in methods.items():  # the product's own evaluation (ties count 1/2, group bootstrap)
         ev = evaluate_rewards(r_w, r_l, groups=groups, n_boot=args.n_boot, seed=0)
         lo, hi = ev.ci["accuracy"]
+        score = pair_scores(r_w, r_l)
         row: dict[str, Any] = {"method": name, "accuracy": round(float(ev.metrics["accuracy"]), 4),
                                "ci95": f"[{lo:.4f}, {hi:.4f}]"}
         row.update({"minus DPO [95% CI]": "reference", "only this / only DPO": "", "McNemar p": ""})
+        parts[name] = {"correct": float(score.sum()), "ci95": [lo, hi]}
         if name != "dpo":
-            c = compare_pair(name, pair_scores(r_w, r_l), "dpo", dpo_s, groups, n_boot=args.n_boot, seed=0)
+            c = compare_pair(name, score, "dpo", dpo_s, groups, n_boot=args.n_boot, seed=0)
             row.update({"minus DPO [95% CI]": f"{c.difference:+.4f} [{c.ci_lo:+.4f}, {c.ci_hi:+.4f}]",
                         "only this / only DPO": f"{c.only_a} / {c.only_b}", "McNemar p": f"{c.p_value:.3g}"})
+            parts[name].update(only_this=c.only_a, only_dpo=c.only_b, diff_ci95=[c.ci_lo, c.ci_hi])
         table.append(row)
     text = md_table(table)
     print(f"DPO out of fold on {len(ids)} pairs (folds {done} of {sweep['folds']})\n\n{text}")
-    result = {"folds_done": done, "n_pairs": len(ids), "table": table}
+    result: dict[str, Any] = {"folds_done": done, "n_pairs": len(ids), "table": table, "counts": parts}
+    if args.prior is not None:
+        prior = json.loads(args.prior.read_text())
+        both = sorted(set(prior["folds"]) & set(done))
+        if both:
+            raise DataError(f"{args.prior}: folds {both} are both in the prior summary and finished here")
+        combined = combine(prior, {"folds": done, "n_pairs": len(ids), "methods": parts})
+        result["combined"] = combined
+        ctext = md_table(combined["table"])
+        print(f"\nWith the prior summary of folds {prior['folds']} ({prior['n_pairs']} pairs): "
+              f"{combined['n_pairs']} pairs, folds {combined['folds']}\n\n{ctext}")
+        text += f"\nWith folds {prior['folds']} from {args.prior.name} ({combined['n_pairs']} pairs):\n\n{ctext}"
     (args.out / "merged.json").write_text(json.dumps(result, indent=2))
     (args.out / "merged.md").write_text(text + "\n")
     return result
 
+
+def combine(prior: dict[str, Any], here: dict[str, Any]) -> dict[str, Any]:
+    """Folds whose per-pair rewards are summarised only (``prior``: counts and group-bootstrap intervals) with
+    folds merged pair by pair (``here``). The folds hold disjoint groups, so: accuracy and the paired difference
+    from the summed counts (exact), the exact McNemar p-value from the summed discordant counts, and a 95% interval
+    from the two parts' bootstrap standard errors (half-width / 1.96) weighted by their pairs (normal approximation;
+    per-pair data of every fold would allow a group bootstrap over all pairs)."""
+    n1, n2 = int(prior["n_pairs"]), int(here["n_pairs"])
+    n = n1 + n2
+    w1, w2 = n1 / n, n2 / n
+
+    def se(ci: list[float]) -> float:
+        return (float(ci[1]) - float(ci[0])) / (2 * 1.959964)
+
+    def ci(mid: float, a: list[float], b: list[float]) -> str:
+        h = 1.959964 * float(np.hypot(w1 * se(a), w2 * se(b)))
+        return f"[{mid - h:+.4f}, {mid + h:+.4f}]"
+
+    table = []
+    dpo1, dpo2 = prior["methods"]["dpo"], here["methods"]["dpo"]
+    for name, m2 in here["methods"].items():
+        m1 = prior["methods"].get(name)
+        if m1 is None:
+            continue
+        acc = (m1["correct"] + m2["correct"]) / n
+        row: dict[str, Any] = {"method": name, "accuracy": round(acc, 4), "ci95": ci(acc, m1["ci95"], m2["ci95"])}
+        row.update({"minus DPO [95% CI]": "reference", "only this / only DPO": "", "McNemar p": ""})
+        if name != "dpo":
+            b, c = int(m1["only_this"]) + int(m2["only_this"]), int(m1["only_dpo"]) + int(m2["only_dpo"])
+            diff = (m1["correct"] + m2["correct"] - dpo1["correct"] - dpo2["correct"]) / n
+            row.update({"minus DPO [95% CI]": f"{diff:+.4f} {ci(diff, m1['diff_ci95'], m2['diff_ci95'])}",
+                        "only this / only DPO": f"{b} / {c}", "McNemar p": f"{binomial_two_sided(b, b + c):.3g}"})
+        table.append(row)
+    return {"folds": sorted([*prior["folds"], *here["folds"]]), "n_pairs": n, "table": table}
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -200,6 +250,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--experiment", default="coala-dpo-cv")
     ap.add_argument("--merge", action="store_true", help="merge the finished folds instead of running")
     ap.add_argument("--n-boot", type=int, default=2000)
+    ap.add_argument("--prior", type=Path, default=None,
+                    help="with --merge: a JSON summary (counts, intervals) of other folds whose per-pair rewards are lost")
     args = ap.parse_args(argv)
 
     from storage.pairs import read_pairs

@@ -77,3 +77,42 @@ def test_a_recorded_fold_survives_a_wiped_work_directory(dpo_cv, tmp_path: Path,
     assert dpo_cv.fold_scores(args, 3) is None  # an unfinished fold is neither in the work directory nor recorded
     got = pq.read_table(dpo_cv.fold_scores(args, 2)).to_pydict()
     assert got["pair_id"] == held and got["reward_chosen"] == rw.tolist()
+
+
+def test_a_prior_summary_combines_to_the_all_pairs_counts(dpo_cv) -> None:  # noqa: ANN001
+    """Folds known only by their counts (``--prior``) combine with folds merged pair by pair into exactly the
+    all-pairs accuracy, difference, discordant counts and McNemar p, with an interval close to a group bootstrap
+    over all pairs."""
+    from coala_core.evaluation.stats import compare_pair, group_bootstrap_means, interval, mcnemar_exact
+
+    rng = np.random.default_rng(5)
+    n = 900
+    groups = np.array([f"g{i // 3}" for i in range(n)])  # groups of three pairs, never split between the parts
+    dpo = (rng.random(n) < 0.65).astype(float)
+    head = np.where(rng.random(n) < 0.8, dpo, 1.0 - dpo)
+    head[rng.random(n) < 0.05] = 1.0
+
+    def part(idx: np.ndarray, folds: list[int]) -> dict:
+        g = groups[idx]
+        methods = {"dpo": {"correct": float(dpo[idx].sum()),
+                           "ci95": list(interval(group_bootstrap_means(dpo[idx], g, n_boot=2000, seed=0)))}}
+        c = compare_pair("head", head[idx], "dpo", dpo[idx], g, n_boot=2000, seed=0)
+        methods["head"] = {"correct": float(head[idx].sum()), "only_this": c.only_a, "only_dpo": c.only_b,
+                           "ci95": list(interval(group_bootstrap_means(head[idx], g, n_boot=2000, seed=0))),
+                           "diff_ci95": [c.ci_lo, c.ci_hi]}
+        return {"folds": folds, "n_pairs": int(idx.size), "methods": methods}
+
+    first, rest = np.arange(0, 360), np.arange(360, n)
+    out = dpo_cv.combine(part(first, [0, 1]), part(rest, [2]))
+    rows = {r["method"]: r for r in out["table"]}
+    assert out["n_pairs"] == n and out["folds"] == [0, 1, 2]
+    assert rows["dpo"]["accuracy"] == round(dpo.mean(), 4) and rows["head"]["accuracy"] == round(head.mean(), 4)
+    mc = mcnemar_exact(head, dpo)
+    assert rows["head"]["only this / only DPO"] == f"{mc.b} / {mc.c}" and mc.b + mc.c > 100
+    assert rows["head"]["McNemar p"] == f"{mc.p_value:.3g}"
+    diff, lo_hi = rows["head"]["minus DPO [95% CI]"].split(" ", 1)
+    assert float(diff) == pytest.approx(head.mean() - dpo.mean(), abs=1e-4)
+    lo, hi = (float(x) for x in lo_hi.strip("[]").split(", "))
+    whole = compare_pair("head", head, "dpo", dpo, groups, n_boot=2000, seed=0)
+    assert lo < float(diff) < hi
+    assert (hi - lo) == pytest.approx(whole.ci_hi - whole.ci_lo, rel=0.3)
