@@ -27,6 +27,7 @@ per-pair rewards were lost with the machine): see ``combine``.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import shutil
@@ -51,6 +52,12 @@ from coala_core.report import md_table  # noqa: E402
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A sweep JSON, plain or gzipped (``.json.gz``: how benchmarks/results keeps one)."""
+    raw = path.read_bytes()
+    return json.loads(gzip.decompress(raw) if path.suffix == ".gz" else raw)
 
 
 def fold_of(ids: list[str], groups: list[str], k: int, seed: int, sweep: dict[str, Any] | None) -> dict[str, int]:
@@ -213,9 +220,9 @@ def combine(prior: dict[str, Any], here: dict[str, Any]) -> dict[str, Any]:
     def se(ci: list[float]) -> float:
         return (float(ci[1]) - float(ci[0])) / (2 * 1.959964)
 
-    def ci(mid: float, a: list[float], b: list[float]) -> str:
+    def ci(mid: float, a: list[float], b: list[float], sign: str = "") -> str:
         h = 1.959964 * float(np.hypot(w1 * se(a), w2 * se(b)))
-        return f"[{mid - h:+.4f}, {mid + h:+.4f}]"
+        return f"[{mid - h:{sign}.4f}, {mid + h:{sign}.4f}]"
 
     table = []
     dpo1, dpo2 = prior["methods"]["dpo"], here["methods"]["dpo"]
@@ -229,7 +236,7 @@ def combine(prior: dict[str, Any], here: dict[str, Any]) -> dict[str, Any]:
         if name != "dpo":
             b, c = int(m1["only_this"]) + int(m2["only_this"]), int(m1["only_dpo"]) + int(m2["only_dpo"])
             diff = (m1["correct"] + m2["correct"] - dpo1["correct"] - dpo2["correct"]) / n
-            row.update({"minus DPO [95% CI]": f"{diff:+.4f} {ci(diff, m1['diff_ci95'], m2['diff_ci95'])}",
+            row.update({"minus DPO [95% CI]": f"{diff:+.4f} {ci(diff, m1['diff_ci95'], m2['diff_ci95'], '+')}",
                         "only this / only DPO": f"{b} / {c}", "McNemar p": f"{binomial_two_sided(b, b + c):.3g}"})
         table.append(row)
     return {"folds": sorted([*prior["folds"], *here["folds"]]), "n_pairs": n, "table": table}
@@ -238,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pairs", type=Path, required=True, help="the pairs file the sweep ran on")
     ap.add_argument("--sweep", type=Path, default=None,
-                    help="a benchmarks/features.py JSON (its folds and rewards; needed by --merge)")
+                    help="a benchmarks/features.py JSON, plain or .json.gz (its folds and rewards; needed by --merge)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--record", type=Path, default=None,
                     help="durable copies of finished folds' scores and metrics (for example benchmarks/results/dpo_cv)")
@@ -258,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.merge and args.sweep is None:
         ap.error("--merge needs --sweep (the heads' out-of-fold rewards)")
-    sweep = json.loads(args.sweep.read_text()) if args.sweep else None
+    sweep = read_json(args.sweep) if args.sweep else None
     t = read_pairs(args.pairs)
     ids = [str(i) for i in t.column("pair_id").to_pylist()]
     groups = [str(g) for g in t.column("group_id").to_pylist()]

@@ -4,6 +4,7 @@ it is skipped, not retrained, and ``--merge`` reads its rewards from the record.
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import json
 import sys
@@ -35,11 +36,13 @@ def _ids_groups(n: int = 60) -> tuple[list[str], list[str]]:
     return [f"p{i}" for i in range(n)], [f"g{int(g)}" for g in rng.integers(0, 17, n)]
 
 
-def test_folds_are_group_folds_and_a_differing_sweep_is_refused(dpo_cv) -> None:  # noqa: ANN001
+def test_folds_are_group_folds_and_a_differing_sweep_is_refused(dpo_cv, tmp_path: Path) -> None:  # noqa: ANN001
     ids, groups = _ids_groups()
     folds = dpo_cv.fold_of(ids, groups, 5, 0, None)
     assert [folds[i] for i in ids] == group_folds(groups, 5, 0).tolist()
     sweep = {"pair_ids": ids, "fold": [folds[i] for i in ids], "folds": 5}
+    (tmp_path / "s.json.gz").write_bytes(gzip.compress(json.dumps(sweep).encode()))  # as benchmarks/results keeps one
+    assert dpo_cv.read_json(tmp_path / "s.json.gz") == sweep
     assert dpo_cv.fold_of(ids, groups, 5, 0, sweep) == folds
     moved = dict(sweep, fold=[(f + 1) % 5 if i == 0 else f for i, f in enumerate(sweep["fold"])])
     with pytest.raises(DataError, match="differ from group_folds.*on 1 pairs"):
