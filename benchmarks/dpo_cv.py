@@ -10,11 +10,11 @@ hyper-parameters on validation groups inside those training folds; DPO uses none
 ``coala_core.evaluation.cv.group_folds`` over the pairs file's groups (``--k``, ``--seed``: ``features.py``'s
 defaults, 5 and 0), the same folds the sweep draws; given ``--sweep``, its recorded folds are used and must agree.
 Its trainer checkpoints live under ``DIR/fold_K/checkpoints``, so a fold that was cut continues from its last
-checkpoint when this script runs again, and finished folds are skipped: the five runs (about 10 hours on a 2-core
-CPU) can span several sittings.
+checkpoint when this script runs again, and finished folds are skipped: the five runs (about 1.4 hours each on a
+quiet 2-core CPU, scoring included) can span several sittings.
 
 ``--record REC``: each finished fold's held-out rewards and metrics are also copied to ``REC/fold_K.scores.parquet``
-and ``REC/fold_K.metrics.json`` (a few tens of KB; commit them), and a fold recorded there counts as finished, so
+and ``REC/fold_K.metrics.json`` (about 175 KB a fold; commit them), and a fold recorded there counts as finished, so
 a wiped work directory loses at most the fold in progress. ``benchmarks/results/dpo_cv`` holds this repo's.
 
 ``--merge``: DPO's out-of-fold rewards on the pairs of the finished folds against every method of the sweep JSON
@@ -240,6 +240,7 @@ def combine(prior: dict[str, Any], here: dict[str, Any]) -> dict[str, Any]:
                         "only this / only DPO": f"{b} / {c}", "McNemar p": f"{binomial_two_sided(b, b + c):.3g}"})
         table.append(row)
     return {"folds": sorted([*prior["folds"], *here["folds"]]), "n_pairs": n, "table": table}
+
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
