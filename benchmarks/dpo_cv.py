@@ -30,7 +30,6 @@ import argparse
 import gzip
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -48,6 +47,7 @@ from coala_core.evaluation import evaluate_rewards  # noqa: E402
 from coala_core.evaluation.cv import group_folds  # noqa: E402
 from coala_core.evaluation.stats import binomial_two_sided, compare_pair, pair_scores  # noqa: E402
 from coala_core.report import md_table  # noqa: E402
+from storage.atomic import atomic_write_bytes  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -112,15 +112,11 @@ def fold_scores(args: argparse.Namespace, k: int) -> Path | None:
 
 
 def record(args: argparse.Namespace, k: int) -> None:
-    """Copy a finished fold's scores and metrics under --record (atomically: a temporary name, then a rename)."""
+    """Copy a finished fold's scores and metrics under --record (each written atomically)."""
     if args.record is None:
         return
-    args.record.mkdir(parents=True, exist_ok=True)
     for src, name in (("scores.parquet", f"fold_{k}.scores.parquet"), ("metrics.json", f"fold_{k}.metrics.json")):
-        dst = args.record / name
-        tmp = dst.with_name(dst.name + ".tmp")
-        shutil.copyfile(args.out / f"fold_{k}" / src, tmp)
-        os.replace(tmp, dst)
+        atomic_write_bytes(args.record / name, (args.out / f"fold_{k}" / src).read_bytes())
     log(f"fold {k}: recorded under {args.record}")
 
 
