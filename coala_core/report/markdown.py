@@ -25,13 +25,18 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _cell(text: str) -> str:
+    """A table cell: a ``|`` inside it (a method named ``features|head``) escaped, so it stays one cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
 def md_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
     """A markdown table of dict rows (columns default to the first row's keys)."""
     if not rows:
         return "_(none)_\n"
     cols = list(columns or rows[0].keys())
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    out += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    out = ["| " + " | ".join(_cell(str(c)) for c in cols) + " |", "|" + "---|" * len(cols)]
+    out += ["| " + " | ".join(_cell(_fmt(r.get(c))) for c in cols) + " |" for r in rows]
     return "\n".join(out) + "\n"
 
 
